@@ -44,6 +44,7 @@ class BatchCounts:
     unchanged: int = 0
     deleted: int = 0
     failed: int = 0
+    missing: int = 0
     inserted_pmids: list[str] = field(default_factory=list)
 
     def add(self, other: "BatchCounts") -> None:
@@ -52,11 +53,12 @@ class BatchCounts:
         self.unchanged += other.unchanged
         self.deleted += other.deleted
         self.failed += other.failed
+        self.missing += other.missing
         self.inserted_pmids.extend(other.inserted_pmids)
 
     def as_dict(self) -> dict[str, int]:
         return {"received": self.received, "inserted": self.inserted, "unchanged": self.unchanged,
-                "deleted": self.deleted, "failed": self.failed}
+                "deleted": self.deleted, "failed": self.failed, "missing": self.missing}
 
 
 def _paper_columns(papers: Sequence[Paper]) -> pa.Table:

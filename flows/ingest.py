@@ -1,0 +1,85 @@
+"""Shared orchestration for the nightly and backfill flows: search, fetch batches, store, publish.
+
+Flows hold no domain logic: every step here calls a function from ``atlas``
+inside a Prefect task. Tasks are per batch, never per paper.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+
+from atlas.config import Settings
+from atlas.errors import AtlasError
+from atlas.ingest import WATERMARK, Window, batches, find_pmids, ingest_batch
+from atlas.pubmed.client import EutilsClient
+from atlas.store import Store
+from atlas.store.papers import BatchCounts
+from atlas.store.runs import record_failure, set_watermark
+
+
+@task(name="search", cache_policy=NO_CACHE)
+def search_task(client: EutilsClient, query: str, window: Window) -> list[str]:
+    return find_pmids(client, query, window)
+
+
+@task(name="fetch-parse-store", cache_policy=NO_CACHE)
+def batch_task(client: EutilsClient, store: Store, pmids: list[str], run_id: str,
+               write_lock: threading.Lock) -> BatchCounts:
+    return ingest_batch(client, store, pmids, run_id=run_id, write_lock=write_lock)
+
+
+@task(name="publish-snapshot", cache_policy=NO_CACHE)
+def snapshot_task(store: Store, settings: Settings) -> str:
+    return str(store.publish_snapshot(settings.snapshot))
+
+
+def ingest_window(settings: Settings, store: Store, client: EutilsClient, window: Window, *, run_id: str,
+                  advance_watermark: bool) -> dict[str, Any]:
+    """Fetch every new or revised record in the window; advance the watermark only if all batches stored."""
+    logger = get_run_logger()
+    pmids = search_task(client, settings.query, window)
+    logger.info("window %s: %d PMIDs to fetch", window, len(pmids))
+    write_lock = threading.Lock()
+    futures = [
+        batch_task.submit(client, store, chunk, run_id, write_lock)
+        for chunk in batches(pmids, settings.batch_size)
+    ]
+    wait(futures)
+    totals = BatchCounts()
+    failed_batches = 0
+    for chunk, future in zip(batches(pmids, settings.batch_size), futures):
+        state = future.state
+        if state.is_completed():
+            totals.add(future.result())
+            continue
+        failed_batches += 1
+        error = _state_error(state)
+        logger.error("batch of %d PMIDs starting %s failed: %s", len(chunk), chunk[0], error)
+        with write_lock:
+            for pmid in chunk:
+                record_failure(store, run_id=run_id, pmid=pmid, stage="fetch", error=error)
+    if advance_watermark and failed_batches == 0:
+        set_watermark(store, WATERMARK, window.end, run_id=run_id)
+    counts = totals.as_dict()
+    counts.update(
+        window=str(window), found=len(pmids), failed_batches=failed_batches,
+        requests=getattr(client, "requests_made", None), retries=getattr(client, "retries", None),
+    )
+    counts["new_pmids"] = totals.inserted_pmids
+    return counts
+
+
+def _state_error(state: Any) -> str:
+    try:
+        state.result(raise_on_failure=True)
+    except AtlasError as error:
+        return f"{type(error).__name__}: {error}"
+    except Exception as error:  # noqa: BLE001 - recorded as the batch's failure row, never swallowed silently
+        return f"{type(error).__name__}: {error}"
+    return state.message or "unknown failure"

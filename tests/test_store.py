@@ -1,0 +1,158 @@
+"""The DuckDB store on a real file: migrations, batch writes, deletions, locks, snapshots."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from atlas.errors import DatabaseLocked
+from atlas.models import Author, BadRecord, Deletion, Paper, content_hash
+from atlas.store import Store
+from atlas.store.db import Migration, bundled_migrations
+from atlas.store.papers import write_batch
+from atlas.store.runs import finish_run, get_watermark, recent_runs, set_watermark, start_run
+
+
+def make_paper(pmid: str, body: str = "") -> Paper:
+    raw = f"<PubmedArticle><PMID>{pmid}</PMID>{body}</PubmedArticle>"
+    return Paper(pmid=pmid, title=f"Title {pmid} {body}", authors=[Author(last="Nacul", fore="Luis", initials="L")],
+                 publication_types=["Journal Article"], mesh_terms=["Fatigue Syndrome, Chronic"], year=2025,
+                 raw_xml=raw, content_hash=content_hash(raw))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    with Store.open(tmp_path / "atlas.duckdb") as opened:
+        yield opened
+
+
+def count(store: Store, sql: str) -> int:
+    return store.conn.execute(sql).fetchone()[0]
+
+
+def test_migrations_are_applied_once_in_order_and_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "atlas.duckdb"
+    with Store.open(path) as store:
+        versions = sorted(store.applied_migrations())
+        assert versions == [m.version for m in bundled_migrations()]
+        assert store.migrate() == []
+    with Store.open(path) as again:
+        assert sorted(again.applied_migrations()) == versions
+
+
+def test_a_failing_migration_leaves_nothing_behind(store: Store) -> None:
+    broken = Migration(999, "broken", "CREATE TABLE half_done (x INTEGER); SELECT * FROM no_such_table;")
+    with pytest.raises(duckdb.Error):
+        store.migrate([broken])
+    assert 999 not in store.applied_migrations()
+    assert count(store, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'half_done'") == 0
+
+
+def test_unchanged_content_writes_nothing_and_changes_append(store: Store) -> None:
+    first = write_batch(store, [make_paper("1"), make_paper("2")], run_id="r1")
+    assert (first.inserted, first.unchanged) == (2, 0)
+    again = write_batch(store, [make_paper("1"), make_paper("2")], run_id="r2")
+    assert (again.inserted, again.unchanged) == (0, 2)
+    assert count(store, "SELECT count(*) FROM papers") == 2
+    assert count(store, "SELECT count(*) FROM records") == 2
+    revised = write_batch(store, [make_paper("2", "<Revised/>")], run_id="r3")
+    assert revised.inserted == 1 and revised.inserted_pmids == ["2"]
+    assert count(store, "SELECT count(*) FROM papers") == 3
+    assert store.conn.execute("SELECT title FROM current_papers WHERE pmid = '2'").fetchone()[0].endswith("<Revised/>")
+    history = store.conn.execute("SELECT revision FROM paper_history WHERE pmid = '2' ORDER BY revision").fetchall()
+    assert history == [(1,), (2,)]
+
+
+def test_lists_and_structs_round_trip(store: Store) -> None:
+    write_batch(store, [make_paper("7")], run_id="r1")
+    authors, mesh = store.conn.execute("SELECT authors, mesh_terms FROM current_papers").fetchone()
+    assert authors == [{"last": "Nacul", "fore": "Luis", "initials": "L", "collective": None, "orcid": None}]
+    assert mesh == ["Fatigue Syndrome, Chronic"]
+
+
+def test_delete_citation_marks_deleted_and_keeps_history(store: Store) -> None:
+    write_batch(store, [make_paper("5"), make_paper("6")], run_id="r1")
+    counts = write_batch(store, [Deletion("5")], run_id="r2")
+    assert counts.deleted == 1
+    assert [r[0] for r in store.conn.execute("SELECT pmid FROM current_papers ORDER BY pmid").fetchall()] == ["6"]
+    assert store.conn.execute("SELECT pmid, title FROM deleted_papers").fetchall() == [("5", "Title 5 ")]
+    assert count(store, "SELECT count(*) FROM paper_history WHERE pmid = '5'") == 1
+    assert write_batch(store, [Deletion("5")], run_id="r3").deleted == 0
+
+
+def test_a_bad_record_is_reported_and_the_rest_is_stored(store: Store) -> None:
+    counts = write_batch(store, [make_paper("1"), BadRecord("2", "ArticleTitle missing", "<PubmedArticle/>"),
+                                 make_paper("3")], run_id="r1")
+    assert (counts.inserted, counts.failed) == (2, 1)
+    assert store.conn.execute("SELECT pmid, stage, error FROM paper_failures").fetchall() == [
+        ("2", "parse", "ArticleTitle missing")]
+
+
+def test_a_failed_batch_is_rolled_back_whole(store: Store) -> None:
+    broken = make_paper("9")
+    broken.year = "not a year"  # type: ignore[assignment]  # fails Arrow conversion mid-batch
+    with pytest.raises(Exception):
+        write_batch(store, [make_paper("8"), broken], run_id="r1")
+    assert count(store, "SELECT count(*) FROM papers") == 0
+    assert count(store, "SELECT count(*) FROM records") == 0
+
+
+def test_runs_and_watermarks(store: Store) -> None:
+    from datetime import date
+
+    run_id = start_run(store, "nightly", parameters={"as_of": "2025-09-30"}, versions={"atlas": "0.1.0"})
+    assert get_watermark(store, "pubmed:edat") is None
+    set_watermark(store, "pubmed:edat", date(2025, 9, 1), run_id=run_id)
+    set_watermark(store, "pubmed:edat", date(2025, 9, 30), run_id=run_id)
+    assert get_watermark(store, "pubmed:edat") == date(2025, 9, 30)
+    other = start_run(store, "nightly")
+    finish_run(store, run_id, status="completed", counts={"inserted": 3})
+    runs = {r["run_id"]: r for r in recent_runs(store)}
+    assert runs[run_id]["status"] == "completed"
+    assert runs[other]["status"] == "running or interrupted"
+
+
+HOLD_LOCK = textwrap.dedent("""
+    import sys, time, duckdb
+    conn = duckdb.connect(sys.argv[1])
+    print("holding", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_locked_database_gives_a_clear_message_naming_the_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / "atlas.duckdb"
+    Store.open(path).close()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(DatabaseLocked) as caught:
+            Store.open(path, snapshot=tmp_path / "atlas.snapshot.duckdb")
+        message = str(caught.value)
+        assert f"process {holder.pid}" in message
+        assert "atlas.snapshot.duckdb" in message
+        assert "Conflicting lock" not in message
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_snapshot_is_published_whole_and_readable_while_the_writer_is_open(store: Store, tmp_path: Path) -> None:
+    write_batch(store, [make_paper("1"), make_paper("2")], run_id="r1")
+    snapshot = tmp_path / "snap" / "atlas.snapshot.duckdb"
+    store.publish_snapshot(snapshot)
+    reader = duckdb.connect(str(snapshot), read_only=True)
+    assert reader.execute("SELECT count(*) FROM current_papers").fetchone()[0] == 2
+    write_batch(store, [make_paper("3")], run_id="r2")
+    assert reader.execute("SELECT count(*) FROM current_papers").fetchone()[0] == 2  # the old snapshot stays whole
+    reader.close()
+    store.publish_snapshot(snapshot)
+    with duckdb.connect(str(snapshot), read_only=True) as fresh:
+        assert fresh.execute("SELECT count(*) FROM current_papers").fetchone()[0] == 3
+    assert [p.name for p in snapshot.parent.iterdir()] == ["atlas.snapshot.duckdb"]

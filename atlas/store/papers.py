@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import html
+
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from atlas.models import BadRecord, Deletion, Paper
 from atlas.store.db import Store
@@ -17,14 +20,13 @@ from atlas.store.runs import utcnow
 
 _AUTHOR = pa.struct([("last", pa.string()), ("fore", pa.string()), ("initials", pa.string()),
                      ("collective", pa.string()), ("orcid", pa.string())])
-_SECTION = pa.struct([("label", pa.string()), ("category", pa.string()), ("text", pa.string()),
-                      ("markup", pa.string())])
+_AUTHOR_FIELDS = ("last", "fore", "initials", "collective", "orcid")
 _STRINGS = pa.list_(pa.string())
 
 PAPER_SCHEMA = pa.schema([
     ("pmid", pa.string()), ("content_hash", pa.string()), ("version", pa.int32()), ("kind", pa.string()),
     ("title", pa.string()), ("title_markup", pa.string()), ("vernacular_title", pa.string()),
-    ("abstract", pa.string()), ("abstract_markup", pa.string()), ("abstract_sections", pa.list_(_SECTION)),
+    ("abstract", pa.string()), ("abstract_markup", pa.string()),
     ("authors", pa.list_(_AUTHOR)), ("journal", pa.string()), ("journal_abbrev", pa.string()),
     ("volume", pa.string()), ("issue", pa.string()), ("pages", pa.string()), ("year", pa.int32()),
     ("pub_date", pa.string()), ("doi", pa.string()), ("pmcid", pa.string()),
@@ -61,47 +63,43 @@ class BatchCounts:
                 "deleted": self.deleted, "failed": self.failed, "missing": self.missing}
 
 
+def _list_of_structs(rows: list[list], fields: tuple[str, ...], struct_type: pa.DataType) -> pa.Array:
+    """Build a list<struct> column from per-row lists without one dict per element (the slow path)."""
+    offsets = [0]
+    children: dict[str, list] = {name: [] for name in fields}
+    for items in rows:
+        for item in items:
+            for name in fields:
+                children[name].append(getattr(item, name))
+        offsets.append(offsets[-1] + len(items))
+    values = pa.StructArray.from_arrays(
+        [pa.array(children[name], type=pa.string()) for name in fields], fields=list(struct_type))
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
+
+
 def _paper_columns(papers: Sequence[Paper]) -> pa.Table:
-    columns: dict[str, list] = {name: [] for name in PAPER_SCHEMA.names}
-    for p in papers:
-        columns["pmid"].append(p.pmid)
-        columns["content_hash"].append(p.content_hash)
-        columns["version"].append(p.version)
-        columns["kind"].append(p.kind)
-        columns["title"].append(p.title)
-        columns["title_markup"].append(p.title_markup)
-        columns["vernacular_title"].append(p.vernacular_title)
-        columns["abstract"].append(p.abstract)
-        columns["abstract_markup"].append(p.abstract_markup)
-        columns["abstract_sections"].append(
-            [{"label": s.label, "category": s.category, "text": s.text, "markup": s.markup} for s in p.abstract_sections]
-        )
-        columns["authors"].append(
-            [{"last": a.last, "fore": a.fore, "initials": a.initials, "collective": a.collective, "orcid": a.orcid}
-             for a in p.authors]
-        )
-        columns["journal"].append(p.journal)
-        columns["journal_abbrev"].append(p.journal_abbrev)
-        columns["volume"].append(p.volume)
-        columns["issue"].append(p.issue)
-        columns["pages"].append(p.pages)
-        columns["year"].append(p.year)
-        columns["pub_date"].append(p.pub_date)
-        columns["doi"].append(p.doi)
-        columns["pmcid"].append(p.pmcid)
-        columns["publication_types"].append(p.publication_types)
-        columns["mesh_terms"].append(p.mesh_terms)
-        columns["keywords"].append(p.keywords)
-        columns["languages"].append(p.languages)
-        columns["status"].append(p.status)
-        columns["entrez_date"].append(p.entrez_date)
-        columns["revised_date"].append(p.revised_date)
-        columns["errata"].append(p.errata)
-        columns["retracted_by"].append(p.retracted_by)
-        columns["retraction_of"].append(p.retraction_of)
-        columns["is_retracted"].append(p.is_retracted)
-        columns["raw"].append(p.raw_xml)
-    return pa.Table.from_pydict(columns, schema=PAPER_SCHEMA)
+    """Column-wise Arrow table of a batch: one comprehension per column keeps this off the profile."""
+    def column(name: str) -> list:
+        return [getattr(p, name) for p in papers]
+
+    arrays = {}
+    for name in PAPER_SCHEMA.names:
+        if name == "authors":
+            arrays[name] = _list_of_structs(column("authors"), _AUTHOR_FIELDS, _AUTHOR)
+        elif name == "raw":
+            arrays[name] = pa.array(column("raw_xml"), type=pa.string())
+        elif name == "abstract_markup":
+            # NULL when the markup is just the escaped plain text: readers escape ``abstract`` instead.
+            arrays[name] = pa.array(
+                [p.abstract_markup if p.abstract_markup != _escaped(p.abstract) else None for p in papers],
+                type=pa.string())
+        else:
+            arrays[name] = pa.array(column(name), type=PAPER_SCHEMA.field(name).type)
+    return pa.Table.from_pydict(arrays, schema=PAPER_SCHEMA)
+
+
+def _escaped(text: str | None) -> str | None:
+    return None if text is None else html.escape(text, quote=False)
 
 
 _PAPER_COLUMNS = ", ".join(f'"{n}"' for n in PAPER_SCHEMA.names if n != "raw")
@@ -131,34 +129,40 @@ def write_batch(store: Store, items: Iterable[Paper | Deletion | BadRecord], *, 
     with store.transaction() as conn:
         if papers:
             table = _paper_columns(list(papers.values()))
-            conn.register("incoming_papers", table)
+            keys = pa.table({"pmid": table["pmid"], "content_hash": table["content_hash"]})
+            conn.register("incoming_keys", keys)
             try:
                 # Papers whose latest state is this very content (and not deleted since) are unchanged.
-                conn.execute("""
-                    CREATE OR REPLACE TEMP TABLE incoming_new AS
-                    SELECT i.* FROM incoming_papers i
+                changed = {row[0] for row in conn.execute("""
+                    SELECT i.pmid FROM incoming_keys i
                     LEFT JOIN (
                         SELECT pmid, content_hash, seq FROM papers
-                        WHERE pmid IN (SELECT pmid FROM incoming_papers)
+                        WHERE pmid IN (SELECT pmid FROM incoming_keys)
                         QUALIFY row_number() OVER (PARTITION BY pmid ORDER BY seq DESC) = 1
                     ) latest ON latest.pmid = i.pmid
                     WHERE latest.content_hash IS DISTINCT FROM i.content_hash
                        OR EXISTS (SELECT 1 FROM deletions d WHERE d.pmid = i.pmid AND d.seq > latest.seq)
-                """)
-                new_pmids = [r[0] for r in conn.execute("SELECT pmid FROM incoming_new").fetchall()]
-                conn.execute(
-                    "INSERT INTO records (pmid, content_hash, version, source, raw, fetched_at, run_id) "
-                    "SELECT pmid, content_hash, version, ?, raw, ?, ? FROM incoming_new",
-                    [source, now, run_id],
-                )
-                conn.execute(
-                    f"INSERT INTO papers ({_PAPER_COLUMNS}, fetched_at, run_id) "
-                    f"SELECT {_PAPER_COLUMNS}, ?, ? FROM incoming_new",
-                    [now, run_id],
-                )
-                conn.execute("DROP TABLE incoming_new")
+                """).fetchall()}
             finally:
-                conn.unregister("incoming_papers")
+                conn.unregister("incoming_keys")
+            if len(changed) < table.num_rows:
+                table = table.filter(pc.is_in(table["pmid"], value_set=pa.array(sorted(changed), type=pa.string())))
+            if table.num_rows:
+                conn.register("incoming_papers", table)
+                try:
+                    conn.execute(
+                        "INSERT INTO records (pmid, content_hash, version, source, raw, fetched_at, run_id) "
+                        "SELECT pmid, content_hash, version, ?, raw, ?, ? FROM incoming_papers",
+                        [source, now, run_id],
+                    )
+                    conn.execute(
+                        f"INSERT INTO papers ({_PAPER_COLUMNS}, fetched_at, run_id) "
+                        f"SELECT {_PAPER_COLUMNS}, ?, ? FROM incoming_papers",
+                        [now, run_id],
+                    )
+                finally:
+                    conn.unregister("incoming_papers")
+            new_pmids = table["pmid"].to_pylist()
             counts.inserted += len(new_pmids)
             counts.unchanged += len(papers) - len(new_pmids)
             counts.inserted_pmids.extend(new_pmids)

@@ -1,4 +1,5 @@
 -- Core ingest tables. Every table is append-only; "current" is a view.
+-- Long text columns use zstd: smaller files and faster checkpoints than the default string codecs.
 
 CREATE SEQUENCE IF NOT EXISTS row_seq;
 
@@ -32,7 +33,7 @@ CREATE TABLE records (
     content_hash  VARCHAR NOT NULL,
     version       INTEGER,
     source        VARCHAR NOT NULL,        -- efetch | import | file
-    raw           VARCHAR NOT NULL,
+    raw           VARCHAR NOT NULL USING COMPRESSION zstd,
     fetched_at    TIMESTAMPTZ NOT NULL,
     run_id        VARCHAR,
     seq           BIGINT DEFAULT nextval('row_seq')
@@ -46,9 +47,8 @@ CREATE TABLE papers (
     title              VARCHAR,
     title_markup       VARCHAR,
     vernacular_title   VARCHAR,
-    abstract           VARCHAR,
-    abstract_markup    VARCHAR,
-    abstract_sections  STRUCT(label VARCHAR, category VARCHAR, "text" VARCHAR, markup VARCHAR)[],
+    abstract           VARCHAR USING COMPRESSION zstd,
+    abstract_markup    VARCHAR USING COMPRESSION zstd,                -- NULL: no inline markup, escape `abstract` to display
     authors            STRUCT("last" VARCHAR, fore VARCHAR, initials VARCHAR, collective VARCHAR, orcid VARCHAR)[],
     journal            VARCHAR,
     journal_abbrev     VARCHAR,

@@ -1,0 +1,1 @@
+"""PubMed and PMC: the E-utilities client, the streaming XML parser and the MEDLINE-text importer."""

@@ -1,0 +1,922 @@
+"""Streaming parser for PubMed XML (efetch output, baseline and update files).
+
+Pure functions over ``lxml.etree.iterparse`` with a safe parser: no DTD
+loading, no entity expansion, no network. Only the record-level elements are
+reported by libxml2 (``tag=`` filter), each record is read with plain child
+loops (no XPath in the hot path) and is cleared as soon as it is turned into a
+``Paper``, so memory stays flat on files of any size.
+
+Choices worth knowing:
+
+* ``mesh_terms`` holds descriptor names only, one per ``MeshHeading`` in
+  record order; qualifiers (subheadings) are not flattened into it so that a
+  descriptor can be matched exactly. They stay available in ``raw_xml``.
+* ``abstract`` joins the ``AbstractText`` sections as ``"LABEL: text"``
+  paragraphs separated by ``"\\n"`` (unlabelled sections are just their text);
+  ``abstract_markup`` has the same shape with whitelisted inline tags, so that
+  stripping its tags and unescaping it gives ``abstract`` back.
+* Plain text flattens ``<i> <b> <u> <sup> <sub>`` to their text and MathML to
+  linear text (``x^2``, ``V̇O_2max``, ``a/b``, ``^3He``); whitespace runs
+  collapse to one space; non-ASCII is kept.
+* ORCID identifiers are stored bare (``0000-0002-4590-7461``), whatever URL
+  form the record used.
+* For book chapters (``PubmedBookArticle``) ``journal`` is the book title,
+  authors come from the ``AuthorList Type="authors"`` (never the editors) and
+  the year is the chapter's ``ContributionDate``, else the book's ``PubDate``.
+* Author entries marked ``ValidYN="N"`` (names NLM flagged as wrong) are skipped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import io
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from typing import IO, Union
+
+from lxml import etree
+
+from atlas.errors import ParseError
+from atlas.models import AbstractSection, Author, BadRecord, Deletion, Paper, content_hash
+
+Record = Union[Paper, Deletion, BadRecord]
+Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
+
+MATHML_NS = "http://www.w3.org/1998/Math/MathML"
+
+# Elements iterparse reports; everything else is read from the finished record subtree.
+_SET_ROOTS = frozenset({"PubmedArticleSet", "MedlineCitationSet"})
+_RECORD_TAGS = frozenset({"PubmedArticle", "PubmedBookArticle", "MedlineCitation", "DeleteCitation"})
+_ALLOWED_ROOTS = _SET_ROOTS | {"PubmedArticle", "PubmedBookArticle", "MedlineCitation"}
+_WATCHED = tuple(sorted(_SET_ROOTS | _RECORD_TAGS))
+
+INLINE_TAGS = frozenset({"i", "b", "u", "sup", "sub"})
+_OPEN_TAG = {t: f"<{t}>" for t in INLINE_TAGS}
+_CLOSE_TAG = {t: f"</{t}>" for t in INLINE_TAGS}
+
+_WS = re.compile(r"\s+")
+_YEAR = re.compile(r"(?<!\d)(\d{4})(?!\d)")
+_ORCID = re.compile(r"(\d{4}-\d{4}-\d{4}-\d{3}[\dX])", re.IGNORECASE)
+_PMCID = re.compile(r"\bPMC\d+\b")
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 16
+
+_MONTHS = {
+    m: i
+    for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)
+}
+
+
+def _xml_parser_kwargs() -> dict:
+    """The one set of safe parser options used for every PubMed/PMC document."""
+    return {"resolve_entities": False, "no_network": True, "load_dtd": False, "huge_tree": False}
+
+
+def safe_xml_parser() -> etree.XMLParser:
+    """A fresh non-streaming parser with the same safe settings (for small documents)."""
+    return etree.XMLParser(**_xml_parser_kwargs())
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@contextmanager
+def _open_source(source: Source) -> Iterator[IO[bytes]]:
+    """Yield a binary stream for a path, bytes or binary file, gunzipping when needed."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if data[:2] == _GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+                yield gz
+        else:
+            yield io.BytesIO(data)
+        return
+    if isinstance(source, str) and source.lstrip()[:1] == "<":
+        yield io.BytesIO(source.encode("utf-8"))
+        return
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        with open(path, "rb") as raw:
+            if raw.read(2) == _GZIP_MAGIC or path.endswith(".gz"):
+                raw.seek(0)
+                with gzip.GzipFile(fileobj=raw) as gz:
+                    yield gz
+            else:
+                raw.seek(0)
+                yield raw
+        return
+    if hasattr(source, "read"):
+        stream = source if hasattr(source, "peek") else io.BufferedReader(_RawAdapter(source))
+        if stream.peek(2)[:2] == _GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=stream) as gz:
+                yield gz
+        else:
+            yield stream
+        return
+    raise TypeError(f"cannot read PubMed XML from {type(source).__name__}: pass a path, bytes or a binary file")
+
+
+class _RawAdapter(io.RawIOBase):
+    """Lets a bare ``read()``-only object sit under ``io.BufferedReader`` (for ``peek``)."""
+
+    def __init__(self, inner: IO[bytes]):
+        self._inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._inner.read(len(buffer))
+        if isinstance(data, str):
+            raise TypeError("PubMed XML streams must be binary (open the file with 'rb')")
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def iter_records(source: Source) -> Iterator[Record]:
+    """Yield a ``Paper``, ``Deletion`` or ``BadRecord`` for each record, streaming.
+
+    Records are yielded as they complete; a document that turns out to be
+    truncated or malformed raises ``ParseError`` after the records before the
+    damage. Use ``parse_records`` when a batch must be all-or-nothing.
+    """
+    with _open_source(source) as stream:
+        yield from _iter_stream(stream)
+
+
+def parse_records(data: bytes | str) -> list[Record]:
+    """Parse a whole document at once; raises ``ParseError`` before returning anything."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return list(iter_records(data))
+
+
+def parse_record(raw_xml: str | bytes) -> Paper | BadRecord:
+    """Re-read one record's ``raw_xml`` (as stored) into a ``Paper``."""
+    records = [r for r in parse_records(raw_xml) if not isinstance(r, Deletion)]
+    if len(records) != 1:
+        raise ParseError(f"expected exactly one PubMed record, found {len(records)}")
+    return records[0]
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def _iter_stream(stream: IO[bytes]) -> Iterator[Record]:
+    context = etree.iterparse(stream, events=("start", "end"), tag=_WATCHED, **_xml_parser_kwargs())
+    root_seen = False
+    try:
+        for event, elem in context:
+            if event == "start":
+                if not root_seen:
+                    _check_root(elem)
+                    root_seen = True
+                continue
+            tag = elem.tag
+            if tag in _SET_ROOTS:
+                continue
+            parent = elem.getparent()
+            if tag == "MedlineCitation" and parent is not None and parent.tag != "MedlineCitationSet":
+                continue  # the citation part of a PubmedArticle, read with its record
+            if tag == "DeleteCitation":
+                yield from _deletions(elem)
+            elif tag == "PubmedArticle":
+                yield _read_record(elem, _article_paper)
+            elif tag == "PubmedBookArticle":
+                yield _read_record(elem, _book_paper)
+            else:
+                yield _read_record(elem, _legacy_citation_paper)
+            _release(elem, parent)
+    except etree.XMLSyntaxError as exc:
+        raise ParseError(f"PubMed XML is malformed or truncated: {exc}") from exc
+    if not root_seen:
+        root = getattr(context, "root", None)
+        if root is None:
+            raise ParseError("PubMed XML document has no root element")
+        raise ParseError(_unexpected_root_message(root))
+
+
+def _check_root(elem: etree._Element) -> None:
+    """The first watched element must be the document root and an expected one."""
+    if elem.getparent() is None and elem.tag in _ALLOWED_ROOTS:
+        return
+    root = elem.getroottree().getroot()
+    raise ParseError(_unexpected_root_message(root))
+
+
+def _unexpected_root_message(root: etree._Element) -> str:
+    tag = root.tag if isinstance(root.tag, str) else "?"
+    message = f"unexpected root element <{tag}> (expected PubmedArticleSet or MedlineCitationSet)"
+    error = root.find(".//ERROR") if tag != "ERROR" else root
+    if error is not None and (error.text or "").strip():
+        message += f"; the service reported ERROR: {_WS.sub(' ', error.text).strip()[:300]}"
+    return message
+
+
+def _release(elem: etree._Element, parent: etree._Element | None) -> None:
+    """Free a finished record and the already-finished siblings before it."""
+    elem.clear(keep_tail=False)
+    if parent is not None:
+        while elem.getprevious() is not None:
+            del parent[0]
+
+
+def _deletions(elem: etree._Element) -> Iterator[Deletion]:
+    for child in elem:
+        if child.tag == "PMID":
+            pmid = (child.text or "").strip()
+            if pmid:
+                yield Deletion(pmid=pmid, version=_version(child))
+
+
+def _read_record(elem: etree._Element, reader) -> Paper | BadRecord:
+    """Run one record reader; any failure becomes a BadRecord carrying the raw XML."""
+    raw = etree.tostring(elem, encoding="unicode", with_tail=False)
+    pmid: str | None = None
+    try:
+        paper = reader(elem)
+        pmid = paper.pmid
+        if not pmid:
+            return BadRecord(pmid=None, error="record has no PMID", raw_xml=raw)
+        if not pmid.isdigit():
+            return BadRecord(pmid=pmid, error=f"PMID {pmid!r} is not a number", raw_xml=raw)
+        paper.raw_xml = raw
+        paper.content_hash = content_hash(raw)
+        return paper
+    except Exception as exc:  # one unreadable record must not stop the batch
+        if pmid is None:
+            pmid = _find_pmid(elem)
+        return BadRecord(pmid=pmid, error=f"{type(exc).__name__}: {exc}", raw_xml=raw)
+
+
+def _find_pmid(elem: etree._Element) -> str | None:
+    for path in ("MedlineCitation/PMID", "BookDocument/PMID", "PMID"):
+        found = elem.find(path)
+        if found is not None and (found.text or "").strip():
+            return found.text.strip()
+    return None
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _article_paper(elem: etree._Element) -> Paper:
+    paper = Paper(pmid="", kind="article")
+    citation = None
+    pubmed_data = None
+    for child in elem:
+        tag = child.tag
+        if tag == "MedlineCitation":
+            citation = child
+        elif tag == "PubmedData":
+            pubmed_data = child
+    if citation is None:
+        raise ValueError("PubmedArticle has no MedlineCitation")
+    _fill_citation(paper, citation)
+    if pubmed_data is not None:
+        _fill_pubmed_data(paper, pubmed_data)
+    _finish(paper)
+    return paper
+
+
+def _legacy_citation_paper(elem: etree._Element) -> Paper:
+    """A bare MedlineCitation (pre-2017 MEDLINE files): no PubmedData block."""
+    paper = Paper(pmid="", kind="article")
+    _fill_citation(paper, elem)
+    _finish(paper)
+    return paper
+
+
+def _fill_citation(paper: Paper, citation: etree._Element) -> None:
+    paper.status = citation.get("Status")
+    medline_ta = None
+    other_pmcid = None
+    for child in citation:
+        tag = child.tag
+        if tag == "PMID":
+            paper.pmid = (child.text or "").strip()
+            paper.version = _version(child)
+        elif tag == "Article":
+            _fill_article(paper, child)
+        elif tag == "MedlineJournalInfo":
+            for sub in child:
+                if sub.tag == "MedlineTA":
+                    medline_ta = _plain_simple(sub)
+        elif tag == "MeshHeadingList":
+            mesh_terms = paper.mesh_terms
+            for descriptor in child.iter("DescriptorName"):
+                text = descriptor.text  # a leaf element in every PubMed DTD
+                if text:
+                    mesh_terms.append(" ".join(text.split()))
+        elif tag == "KeywordList":
+            _add_keywords(paper, child)
+        elif tag == "CommentsCorrectionsList":
+            _fill_comments_corrections(paper, child)
+        elif tag == "DateRevised":
+            paper.revised_date = _date_of(child)
+        elif tag == "OtherID" and other_pmcid is None:
+            match = _PMCID.search(child.text or "")
+            if match:
+                other_pmcid = match.group(0)
+    if paper.journal_abbrev is None:
+        paper.journal_abbrev = medline_ta
+    if paper.pmcid is None:
+        paper.pmcid = other_pmcid
+
+
+def _fill_article(paper: Paper, article: etree._Element) -> None:
+    eloc_doi = None
+    article_year = None
+    for child in article:
+        tag = child.tag
+        if tag == "Journal":
+            _fill_journal(paper, child)
+        elif tag == "ArticleTitle":
+            paper.title, paper.title_markup = render_inline(child)
+        elif tag == "VernacularTitle":
+            paper.vernacular_title = render_inline(child)[0] or None
+        elif tag == "Pagination":
+            paper.pages = _pages(child)
+        elif tag == "ELocationID":
+            if child.get("EIdType") == "doi" and child.get("ValidYN") != "N" and eloc_doi is None:
+                eloc_doi = _plain_simple(child) or None
+        elif tag == "Abstract":
+            _fill_abstract(paper, child)
+        elif tag == "AuthorList":
+            if child.get("Type") in (None, "authors"):
+                paper.authors.extend(_authors(child))
+        elif tag == "Language":
+            language = _plain_simple(child)
+            if language:
+                paper.languages.append(language)
+        elif tag == "PublicationTypeList":
+            for sub in child:
+                if sub.tag == "PublicationType":
+                    paper.publication_types.append(_plain_simple(sub))
+        elif tag == "ArticleDate":
+            if article_year is None:
+                article_year = _int_or_none(_child_text(child, "Year"))
+    if paper.doi is None:
+        paper.doi = eloc_doi
+    if paper.year is None:
+        paper.year = article_year
+
+
+def _fill_journal(paper: Paper, journal: etree._Element) -> None:
+    for child in journal:
+        tag = child.tag
+        if tag == "Title":
+            paper.journal = _plain_simple(child) or None
+        elif tag == "ISOAbbreviation":
+            paper.journal_abbrev = _plain_simple(child) or None
+        elif tag == "JournalIssue":
+            for sub in child:
+                stag = sub.tag
+                if stag == "Volume":
+                    paper.volume = _plain_simple(sub) or None
+                elif stag == "Issue":
+                    paper.issue = _plain_simple(sub) or None
+                elif stag == "PubDate":
+                    paper.year, paper.pub_date = _pub_date(sub)
+
+
+def _fill_pubmed_data(paper: Paper, data: etree._Element) -> None:
+    """PubmedData / PubmedBookData: history dates and the record's own article ids."""
+    entrez = pubmed = None
+    for child in data:
+        tag = child.tag
+        if tag == "History":
+            for event in child:
+                status = event.get("PubStatus")
+                if status == "entrez" and entrez is None:
+                    entrez = _date_of(event)
+                elif status == "pubmed" and pubmed is None:
+                    pubmed = _date_of(event)
+        elif tag == "ArticleIdList":
+            _fill_article_ids(paper, child)
+    paper.entrez_date = entrez or pubmed
+
+
+def _fill_article_ids(paper: Paper, id_list: etree._Element) -> None:
+    for article_id in id_list:
+        id_type = article_id.get("IdType")
+        value = (article_id.text or "").strip()
+        if not value:
+            continue
+        if id_type == "doi" and paper.doi is None:
+            paper.doi = value
+        elif id_type == "pmc" and paper.pmcid is None:
+            paper.pmcid = value
+
+
+def _fill_abstract(paper: Paper, abstract: etree._Element) -> None:
+    plain_parts: list[str] = []
+    markup_parts: list[str] = []
+    for child in abstract:
+        if child.tag != "AbstractText":
+            continue
+        text, markup = render_inline(child)
+        label = child.get("Label")
+        label = (" ".join(label.split()) or None) if label else None
+        paper.abstract_sections.append(
+            AbstractSection(label=label, category=child.get("NlmCategory"), text=text, markup=markup)
+        )
+        if not text:
+            continue
+        if label:
+            plain_parts.append(f"{label}: {text}")
+            markup_parts.append(f"{_escape(label)}: {markup}")
+        else:
+            plain_parts.append(text)
+            markup_parts.append(markup)
+    if plain_parts:
+        paper.abstract = "\n".join(plain_parts)
+        paper.abstract_markup = "\n".join(markup_parts)
+
+
+def _fill_comments_corrections(paper: Paper, comments: etree._Element) -> None:
+    for item in comments:
+        ref_type = item.get("RefType")
+        if ref_type == "ErratumIn":
+            target = paper.errata
+        elif ref_type == "RetractionIn":
+            target = paper.retracted_by
+        elif ref_type == "RetractionOf":
+            target = paper.retraction_of
+        else:
+            continue
+        pmid = source = None
+        for sub in item:
+            if sub.tag == "PMID":
+                pmid = (sub.text or "").strip() or None
+            elif sub.tag == "RefSource":
+                source = _plain_simple(sub) or None
+        ref = pmid or source
+        if ref and ref not in target:
+            target.append(ref)
+
+
+def _add_keywords(paper: Paper, keyword_list: etree._Element) -> None:
+    for keyword in keyword_list:
+        if keyword.tag == "Keyword":
+            text = render_inline(keyword)[0]
+            if text:
+                paper.keywords.append(text)
+
+
+def _authors(author_list: etree._Element) -> list[Author]:
+    authors = []
+    for author in author_list:
+        if author.tag != "Author" or author.get("ValidYN") == "N":
+            continue
+        last = fore = initials = collective = orcid = None
+        for child in author:
+            tag = child.tag
+            if tag == "LastName":
+                last = _plain_simple(child) or None
+            elif tag == "ForeName":
+                fore = _plain_simple(child) or None
+            elif tag == "Initials":
+                initials = _plain_simple(child) or None
+            elif tag == "CollectiveName":
+                collective = render_inline(child)[0] or None
+            elif tag == "Identifier" and orcid is None and child.get("Source") == "ORCID":
+                orcid = normalise_orcid(child.text)
+        if last or fore or collective:
+            authors.append(Author(last, fore, initials, collective, orcid))
+    return authors
+
+
+def _book_paper(elem: etree._Element) -> Paper:
+    paper = Paper(pmid="", kind="book")
+    document = None
+    book_data = None
+    for child in elem:
+        if child.tag == "BookDocument":
+            document = child
+        elif child.tag == "PubmedBookData":
+            book_data = child
+    if document is None:
+        raise ValueError("PubmedBookArticle has no BookDocument")
+    book_title = book_title_markup = None
+    chapter_authors: list[Author] | None = None
+    book_authors: list[Author] | None = None
+    book_year = book_date = None
+    contribution = None
+    for child in document:
+        tag = child.tag
+        if tag == "PMID":
+            paper.pmid = (child.text or "").strip()
+            paper.version = _version(child)
+        elif tag == "ArticleIdList":
+            _fill_article_ids(paper, child)
+        elif tag == "Book":
+            for sub in child:
+                stag = sub.tag
+                if stag == "BookTitle":
+                    book_title, book_title_markup = render_inline(sub)
+                elif stag == "PubDate":
+                    book_year, book_date = _pub_date(sub)
+                elif stag == "AuthorList" and sub.get("Type") in (None, "authors") and book_authors is None:
+                    book_authors = _authors(sub)
+                elif stag == "Volume":
+                    paper.volume = _plain_simple(sub) or None
+        elif tag == "ArticleTitle":
+            paper.title, paper.title_markup = render_inline(child)
+        elif tag == "VernacularTitle":
+            paper.vernacular_title = render_inline(child)[0] or None
+        elif tag == "Language":
+            language = _plain_simple(child)
+            if language:
+                paper.languages.append(language)
+        elif tag == "AuthorList":
+            if child.get("Type") in (None, "authors") and chapter_authors is None:
+                chapter_authors = _authors(child)
+        elif tag == "PublicationType":
+            paper.publication_types.append(_plain_simple(child))
+        elif tag == "Abstract":
+            _fill_abstract(paper, child)
+        elif tag == "KeywordList":
+            _add_keywords(paper, child)
+        elif tag == "ContributionDate":
+            contribution = child
+        elif tag == "DateRevised":
+            paper.revised_date = _date_of(child)
+        elif tag == "LocationLabel" and paper.pages is None:
+            paper.pages = _plain_simple(child) or None
+    paper.journal = book_title or None
+    if not paper.title and book_title:
+        paper.title, paper.title_markup = book_title, book_title_markup or ""
+    paper.authors = chapter_authors if chapter_authors else (book_authors or [])
+    if contribution is not None:
+        paper.year, paper.pub_date = _pub_date(contribution)
+    if paper.year is None:
+        paper.year, paper.pub_date = book_year, book_date
+    if book_data is not None:
+        _fill_pubmed_data(paper, book_data)
+    _finish(paper)
+    return paper
+
+
+def _finish(paper: Paper) -> None:
+    paper.is_retracted = bool(paper.retracted_by) or "Retracted Publication" in paper.publication_types
+
+
+# --------------------------------------------------------------------------- small readers
+
+
+def _version(pmid_elem: etree._Element) -> int:
+    value = pmid_elem.get("Version")
+    if value is None or not value.strip():
+        return 1
+    return int(value)
+
+
+def _plain_simple(elem: etree._Element) -> str:
+    """Text of a leaf-ish element with whitespace collapsed."""
+    text = "".join(elem.itertext()) if len(elem) else elem.text
+    return " ".join(text.split()) if text else ""
+
+
+def _child_text(elem: etree._Element, tag: str) -> str | None:
+    for child in elem:
+        if child.tag == tag:
+            return (child.text or "").strip() or None
+    return None
+
+
+def _int_or_none(value: str | None) -> int | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if value.isdigit() else None
+
+
+def _month_number(value: str | None) -> int | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        number = int(value)
+        return number if 1 <= number <= 12 else None
+    return _MONTHS.get(value[:3].lower())
+
+
+def _date_of(elem: etree._Element) -> date | None:
+    """A Year/Month/Day element as a date; None when incomplete or impossible."""
+    year = month = day = None
+    for child in elem:
+        tag = child.tag
+        if tag == "Year":
+            year = _int_or_none(child.text)
+        elif tag == "Month":
+            month = _month_number(child.text)
+        elif tag == "Day":
+            day = _int_or_none(child.text)
+    if year is None:
+        return None
+    try:
+        return date(year, month or 1, day or 1)
+    except ValueError:
+        return None
+
+
+def _pub_date(elem: etree._Element) -> tuple[int | None, str | None]:
+    """(year, readable date) from a PubDate-like element (Year/Month/Day/Season or MedlineDate)."""
+    parts: list[str] = []
+    medline_date = None
+    year = None
+    for child in elem:
+        tag = child.tag
+        text = (child.text or "").strip()
+        if not text:
+            continue
+        if tag == "Year":
+            year = _int_or_none(text)
+            parts.insert(0, text)
+        elif tag in ("Month", "Day", "Season"):
+            parts.append(_month_name(text) if tag == "Month" else text)
+        elif tag == "MedlineDate":
+            medline_date = _WS.sub(" ", text)
+    if year is None and medline_date:
+        match = _YEAR.search(medline_date)
+        year = int(match.group(1)) if match else None
+    if parts and parts[0].isdigit():
+        readable = " ".join(parts)
+    else:
+        readable = medline_date or (" ".join(parts) if parts else None)
+    return year, readable
+
+
+def _month_name(value: str) -> str:
+    if value.isdigit():
+        number = int(value)
+        if 1 <= number <= 12:
+            return ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")[number - 1]
+    return value
+
+
+def _pages(pagination: etree._Element) -> str | None:
+    start = end = medline = None
+    for child in pagination:
+        tag = child.tag
+        if tag == "MedlinePgn":
+            medline = _plain_simple(child) or None
+        elif tag == "StartPage":
+            start = _plain_simple(child) or None
+        elif tag == "EndPage":
+            end = _plain_simple(child) or None
+    if medline:
+        return medline
+    if start and end:
+        return f"{start}-{end}"
+    return start
+
+
+def normalise_orcid(value: str | None) -> str | None:
+    """Bare ORCID iD from any of the forms PubMed uses (URL, with or without dashes)."""
+    if not value:
+        return None
+    value = value.strip()
+    match = _ORCID.search(value)
+    if match:
+        return match.group(1).upper()
+    digits = re.sub(r"[^0-9Xx]", "", value)
+    if len(digits) == 16:
+        return "-".join(digits[i : i + 4] for i in range(0, 16, 4)).upper()
+    return value or None
+
+
+# --------------------------------------------------------------------------- inline text
+
+
+def _local_name(tag: str) -> str:
+    if tag[0] == "{":
+        tag = tag.rpartition("}")[2]
+    return tag.rpartition(":")[2]
+
+
+def _is_math(tag: str) -> bool:
+    if tag[0] == "{":
+        return tag.startswith("{" + MATHML_NS + "}")
+    return tag == "math" or tag.endswith(":math")
+
+
+def render_inline(elem: etree._Element) -> tuple[str, str]:
+    """(plain text, safe markup) of a mixed-content element such as ArticleTitle.
+
+    Markup keeps only ``<i> <b> <u> <sup> <sub>``; all text is HTML-escaped;
+    MathML becomes linear text in both; other tags are unwrapped to their text.
+    """
+    if not len(elem):
+        text = elem.text
+        if not text:
+            return "", ""
+        plain = " ".join(text.split())
+        return plain, _escape(plain)
+    plain_parts: list[str] = []
+    markup_parts: list[str] = []
+    _render_into(elem, plain_parts, markup_parts)
+    plain = " ".join("".join(plain_parts).split())
+    markup = " ".join("".join(markup_parts).split())
+    return plain, _tidy_markup(markup)
+
+
+def _render_into(elem: etree._Element, plain: list[str], markup: list[str]) -> None:
+    text = elem.text
+    if text:
+        plain.append(text)
+        markup.append(_escape(text))
+    for child in elem:
+        tag = child.tag
+        if isinstance(tag, str):
+            if tag in INLINE_TAGS:
+                markup.append(_OPEN_TAG[tag])
+                _render_into(child, plain, markup)
+                markup.append(_CLOSE_TAG[tag])
+            elif _is_math(tag):
+                linear = math_text(child)
+                plain.append(linear)
+                markup.append(_escape(linear))
+            else:
+                _render_into(child, plain, markup)
+        elif tag is etree.Entity:
+            resolved = html.unescape(child.text or "")
+            if resolved != child.text:
+                plain.append(resolved)
+                markup.append(_escape(resolved))
+        tail = child.tail
+        if tail:
+            plain.append(tail)
+            markup.append(_escape(tail))
+
+
+_EMPTY_INLINE = re.compile(r"<(i|b|u|sup|sub)>(\s*)</\1>")
+
+
+def _escape(text: str) -> str:
+    """HTML-escape text content (``& < >``); the markup is only ever element content."""
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    return text
+
+
+def _tidy_markup(markup: str) -> str:
+    """Drop inline tags that wrap nothing, so markup and plain text stay in step."""
+    if "></" not in markup and "> </" not in markup:
+        return markup
+    previous = None
+    while previous != markup:
+        previous = markup
+        markup = _EMPTY_INLINE.sub(lambda m: " " if m.group(2) else "", markup)
+    return " ".join(markup.split())
+
+
+# --------------------------------------------------------------------------- MathML
+
+_ACCENTS = {
+    ".": "\u0307",
+    "˙": "\u0307",
+    "\u0307": "\u0307",
+    "..": "\u0308",
+    "¨": "\u0308",
+    "\u0308": "\u0308",
+    "¯": "\u0304",
+    "‾": "\u0304",
+    "_": "\u0304",
+    "―": "\u0304",
+    "\u0304": "\u0304",
+    "\u0305": "\u0304",
+    "^": "\u0302",
+    "ˆ": "\u0302",
+    "\u0302": "\u0302",
+    "~": "\u0303",
+    "˜": "\u0303",
+    "\u0303": "\u0303",
+    "→": "\u20d7",
+    "\u20d7": "\u20d7",
+}
+_GROUP_NEEDED = re.compile(r"[\s+\-−=/*·×,;<>≤≥±^_]")
+_MATH_TOKENS = frozenset({"mi", "mn", "mo", "ms"})
+_MATH_SKIP = frozenset({"annotation", "annotation-xml", "mphantom", "mprescripts", "none", "malignmark", "maligngroup"})
+
+
+def math_text(elem: etree._Element) -> str:
+    """Linear, readable text for a MathML element (``msup`` → ``a^b``, ``mfrac`` → ``a/b``)."""
+    return _WS.sub(" ", _math(elem)).strip()
+
+
+def _group(text: str) -> str:
+    text = text.strip()
+    if len(text) > 1 and _GROUP_NEEDED.search(text) and not (text[0] == "(" and text[-1] == ")"):
+        return f"({text})"
+    return text
+
+
+def _math_children(elem: etree._Element) -> list[etree._Element]:
+    return [c for c in elem if isinstance(c.tag, str)]
+
+
+def _math(elem: etree._Element) -> str:
+    tag = elem.tag
+    if not isinstance(tag, str):
+        return ""
+    name = _local_name(tag)
+    if name in _MATH_TOKENS:
+        return _WS.sub(" ", "".join(elem.itertext())).strip()
+    if name == "mtext":
+        return _WS.sub(" ", "".join(elem.itertext()))
+    if name == "mspace":
+        return " "
+    if name in _MATH_SKIP:
+        return ""
+    kids = _math_children(elem)
+    if name == "semantics":
+        return _math(kids[0]) if kids else ""
+    if name in ("maction",):
+        return _math(kids[0]) if kids else ""
+    if name == "msub" and len(kids) >= 2:
+        return f"{_math(kids[0])}_{_group(_math(kids[1]))}"
+    if name == "msup" and len(kids) >= 2:
+        return f"{_math(kids[0])}^{_group(_math(kids[1]))}"
+    if name == "msubsup" and len(kids) >= 3:
+        return f"{_math(kids[0])}_{_group(_math(kids[1]))}^{_group(_math(kids[2]))}"
+    if name == "mover" and len(kids) >= 2:
+        return _over(_math(kids[0]), _math(kids[1]).strip())
+    if name == "munder" and len(kids) >= 2:
+        return f"{_math(kids[0])}_{_group(_math(kids[1]))}"
+    if name == "munderover" and len(kids) >= 3:
+        return f"{_math(kids[0])}_{_group(_math(kids[1]))}^{_group(_math(kids[2]))}"
+    if name == "mfrac" and len(kids) >= 2:
+        return f"{_group(_math(kids[0]))}/{_group(_math(kids[1]))}"
+    if name == "msqrt":
+        inner = "".join(_math(k) for k in kids).strip()
+        return f"√{_group(inner)}" if len(inner) <= 1 or not _GROUP_NEEDED.search(inner) else f"√({inner})"
+    if name == "mroot" and len(kids) >= 2:
+        return f"{_group(_math(kids[0]))}^(1/{_math(kids[1]).strip()})"
+    if name == "mmultiscripts":
+        return _multiscripts(elem, kids)
+    if name == "mfenced":
+        opening = elem.get("open", "(")
+        closing = elem.get("close", ")")
+        separators = (elem.get("separators", ",") or "").split() or [","]
+        seps = "".join(separators)
+        inner = ""
+        for index, kid in enumerate(kids):
+            if index:
+                inner += seps[min(index - 1, len(seps) - 1)] if seps else ""
+            inner += _math(kid)
+        return f"{opening}{inner}{closing}"
+    if name == "mtable":
+        return "[" + "; ".join(_math(row) for row in kids) + "]"
+    if name in ("mtr", "mlabeledtr"):
+        return ", ".join(_math(cell).strip() for cell in kids)
+    # math, mrow, mstyle, mpadded, menclose, merror, mtd and anything unknown: concatenate
+    return "".join(_math(k) for k in kids)
+
+
+def _over(base: str, over: str) -> str:
+    accent = _ACCENTS.get(over)
+    if accent and base:
+        return base + accent
+    return f"{base}^{_group(over)}"
+
+
+def _multiscripts(elem: etree._Element, kids: list[etree._Element]) -> str:
+    """Base with post- and pre-scripts: ``^3He``, ``X_a^b``."""
+    if not kids:
+        return ""
+    base = _math(kids[0])
+    post: list[etree._Element] = []
+    pre: list[etree._Element] = []
+    target = post
+    for kid in kids[1:]:
+        if _local_name(kid.tag) == "mprescripts":
+            target = pre
+            continue
+        target.append(kid)
+
+    def scripts(items: list[etree._Element]) -> str:
+        out = ""
+        for index in range(0, len(items), 2):
+            sub = _math(items[index]).strip()
+            sup = _math(items[index + 1]).strip() if index + 1 < len(items) else ""
+            if sub:
+                out += f"_{_group(sub)}"
+            if sup:
+                out += f"^{_group(sup)}"
+        return out
+
+    return f"{scripts(pre)}{base}{scripts(post)}"

@@ -1,0 +1,156 @@
+"""Benchmark the streaming PubMed parser: records per second and peak memory.
+
+Builds one large PubmedArticleSet in a temporary directory by replicating the
+real fixture records (articles and the book chapter) with distinct PMIDs, then
+parses it in a fresh subprocess so that the memory baseline is clean. Prints
+records/s (wall and CPU) and peak RSS (VmHWM), plus the growth of peak RSS
+over the interpreter's footprint after imports.
+
+    .venv/bin/python bench/bench_parse.py [--records 30000] [--gzip]
+
+Targets: >= 8,000 records/s on one core; peak RSS < 100 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures" / "pubmed"
+TARGET_RATE = 8_000
+TARGET_RSS_MB = 100
+
+
+def _template_records(mix: str) -> list[str]:
+    """Real fixture records as PubmedArticle text with a {PMID} slot.
+
+    ``modern``: every PubmedArticle / PubmedBookArticle of the efetch and
+    baseline fixtures (70 records, many with long reference lists).
+    ``all``: those plus the 604 citations of the legacy MEDLINE update file,
+    each wrapped in a PubmedArticle as the current format carries them.
+    """
+    from lxml import etree
+
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    templates: list[str] = []
+    for path in sorted(FIXTURES.iterdir()):
+        legacy = path.name.startswith("medline16")
+        if legacy and mix != "all":
+            continue
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        root = etree.fromstring(data, parser)
+        for record in root:
+            if legacy and record.tag == "MedlineCitation":
+                wrapper = etree.Element("PubmedArticle")
+                wrapper.append(record.__copy__())
+                record = wrapper
+            if record.tag not in ("PubmedArticle", "PubmedBookArticle"):
+                continue
+            pmid = record.find("MedlineCitation/PMID")
+            if pmid is None:
+                pmid = record.find("BookDocument/PMID")
+            pmid.text = "{PMID}"
+            text = etree.tostring(record, encoding="unicode", with_tail=False)
+            templates.append(text.replace("{", "{{").replace("}", "}}").replace("{{PMID}}", "{PMID}"))
+    return templates
+
+
+def build_file(directory: Path, count: int, compress: bool, mix: str = "modern") -> tuple[Path, int]:
+    templates = _template_records(mix)
+    path = directory / ("bench_pubmed.xml.gz" if compress else "bench_pubmed.xml")
+    opener = gzip.open if compress else open
+    with opener(path, "wt", encoding="utf-8") as out:
+        out.write('<?xml version="1.0" encoding="UTF-8"?>\n<PubmedArticleSet>\n')
+        for index in range(count):
+            out.write(templates[index % len(templates)].format(PMID=50_000_000 + index))
+            out.write("\n")
+        out.write("<DeleteCitation><PMID Version=\"1\">49999999</PMID></DeleteCitation>\n</PubmedArticleSet>\n")
+    return path, len(templates)
+
+
+_CHILD = r"""
+import json, resource, sys, time
+
+def status(field):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+from atlas.models import Paper, Deletion, BadRecord
+from atlas.pubmed.parse import iter_records
+
+baseline_rss = status("VmRSS")
+baseline_hwm = status("VmHWM")
+counts = {"Paper": 0, "Deletion": 0, "BadRecord": 0}
+abstract_chars = 0
+wall0, cpu0 = time.perf_counter(), time.process_time()
+for record in iter_records(sys.argv[1]):
+    counts[type(record).__name__] += 1
+    if type(record) is Paper and record.abstract:
+        abstract_chars += len(record.abstract)
+wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+print(json.dumps({
+    "counts": counts, "wall_s": wall, "cpu_s": cpu, "abstract_chars": abstract_chars,
+    "baseline_rss_mb": baseline_rss, "baseline_hwm_mb": baseline_hwm,
+    "peak_rss_mb": status("VmHWM"),
+    "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+}))
+"""
+
+
+def run_mix(mix: str, count: int, compress: bool) -> bool:
+    with tempfile.TemporaryDirectory(prefix="atlas-bench-parse-") as tmp:
+        started = time.perf_counter()
+        path, distinct = build_file(Path(tmp), count, compress, mix)
+        size_mb = path.stat().st_size / 1e6
+        print(f"[{mix}] generated {count:,} records from {distinct} distinct fixture records "
+              f"into {path.name} ({size_mb:.1f} MB, {size_mb * 1e3 / count:.1f} kB/record) "
+              f"in {time.perf_counter() - started:.1f}s")
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(path)], cwd=REPO, capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            print(proc.stderr, file=sys.stderr)
+            return False
+        result = json.loads(proc.stdout)
+
+    parsed = result["counts"]["Paper"]
+    rate_wall = parsed / result["wall_s"]
+    rate_cpu = parsed / result["cpu_s"]
+    growth = result["peak_rss_mb"] - result["baseline_rss_mb"]
+    print(f"[{mix}] records: {result['counts']}")
+    print(f"[{mix}] time: {result['wall_s']:.2f}s wall, {result['cpu_s']:.2f}s CPU")
+    print(f"[{mix}] rate: {rate_wall:,.0f} records/s wall, {rate_cpu:,.0f} records/s CPU "
+          f"({size_mb / result['wall_s']:.1f} MB/s of XML)")
+    print(f"[{mix}] memory: peak RSS {result['peak_rss_mb']:.1f} MB (VmHWM), interpreter after imports "
+          f"{result['baseline_rss_mb']:.1f} MB, growth {growth:.1f} MB")
+    ok_rate = rate_wall >= TARGET_RATE
+    ok_rss = result["peak_rss_mb"] < TARGET_RSS_MB
+    print(f"[{mix}] target >= {TARGET_RATE:,} records/s: {'met' if ok_rate else 'NOT met'}; "
+          f"peak RSS < {TARGET_RSS_MB} MB: {'met' if ok_rss else 'NOT met'}")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    args.add_argument("--records", type=int, default=30_000)
+    args.add_argument("--gzip", action="store_true", help="compress the generated file (tests the .gz path)")
+    args.add_argument("--mix", choices=("modern", "all", "both"), default="both",
+                      help="which real records to replicate (see _template_records)")
+    opts = args.parse_args(argv)
+    mixes = ("modern", "all") if opts.mix == "both" else (opts.mix,)
+    ok = all(run_mix(mix, opts.records, opts.gzip) for mix in mixes)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -73,7 +73,13 @@ _MONTHS = {
 
 def _xml_parser_kwargs() -> dict:
     """The one set of safe parser options used for every PubMed/PMC document."""
-    return {"resolve_entities": False, "no_network": True, "load_dtd": False, "huge_tree": False}
+    return {
+        "resolve_entities": False,
+        "no_network": True,
+        "load_dtd": False,
+        "huge_tree": False,
+        "collect_ids": False,
+    }
 
 
 def safe_xml_parser() -> etree.XMLParser:
@@ -239,7 +245,8 @@ def _deletions(elem: etree._Element) -> Iterator[Deletion]:
 
 def _read_record(elem: etree._Element, reader) -> Paper | BadRecord:
     """Run one record reader; any failure becomes a BadRecord carrying the raw XML."""
-    raw = etree.tostring(elem, encoding="unicode", with_tail=False)
+    raw_bytes = etree.tostring(elem, encoding="UTF-8", xml_declaration=False, with_tail=False)
+    raw = raw_bytes.decode("utf-8")
     pmid: str | None = None
     try:
         paper = reader(elem)
@@ -249,7 +256,7 @@ def _read_record(elem: etree._Element, reader) -> Paper | BadRecord:
         if not pmid.isdigit():
             return BadRecord(pmid=pmid, error=f"PMID {pmid!r} is not a number", raw_xml=raw)
         paper.raw_xml = raw
-        paper.content_hash = content_hash(raw)
+        paper.content_hash = content_hash(raw_bytes)  # same digest as content_hash(raw)
         return paper
     except Exception as exc:  # one unreadable record must not stop the batch
         if pmid is None:
@@ -309,13 +316,13 @@ def _fill_citation(paper: Paper, citation: etree._Element) -> None:
         elif tag == "MedlineJournalInfo":
             for sub in child:
                 if sub.tag == "MedlineTA":
-                    medline_ta = _plain_simple(sub)
+                    medline_ta = _leaf(sub)
         elif tag == "MeshHeadingList":
             mesh_terms = paper.mesh_terms
             for descriptor in child.iter("DescriptorName"):
                 text = descriptor.text  # a leaf element in every PubMed DTD
                 if text:
-                    mesh_terms.append(" ".join(text.split()))
+                    mesh_terms.append(collapse_ws(text))
         elif tag == "KeywordList":
             _add_keywords(paper, child)
         elif tag == "CommentsCorrectionsList":
@@ -354,13 +361,13 @@ def _fill_article(paper: Paper, article: etree._Element) -> None:
             if child.get("Type") in (None, "authors"):
                 paper.authors.extend(_authors(child))
         elif tag == "Language":
-            language = _plain_simple(child)
+            language = _leaf(child)
             if language:
                 paper.languages.append(language)
         elif tag == "PublicationTypeList":
             for sub in child:
                 if sub.tag == "PublicationType":
-                    paper.publication_types.append(_plain_simple(sub))
+                    paper.publication_types.append(_leaf(sub) or "")
         elif tag == "ArticleDate":
             if article_year is None:
                 article_year = _int_or_none(_child_text(child, "Year"))
@@ -374,16 +381,16 @@ def _fill_journal(paper: Paper, journal: etree._Element) -> None:
     for child in journal:
         tag = child.tag
         if tag == "Title":
-            paper.journal = _plain_simple(child) or None
+            paper.journal = _leaf(child)
         elif tag == "ISOAbbreviation":
-            paper.journal_abbrev = _plain_simple(child) or None
+            paper.journal_abbrev = _leaf(child)
         elif tag == "JournalIssue":
             for sub in child:
                 stag = sub.tag
                 if stag == "Volume":
-                    paper.volume = _plain_simple(sub) or None
+                    paper.volume = _leaf(sub)
                 elif stag == "Issue":
-                    paper.issue = _plain_simple(sub) or None
+                    paper.issue = _leaf(sub)
                 elif stag == "PubDate":
                     paper.year, paper.pub_date = _pub_date(sub)
 
@@ -472,26 +479,35 @@ def _add_keywords(paper: Paper, keyword_list: etree._Element) -> None:
                 paper.keywords.append(text)
 
 
+_AUTHOR_PARTS = ("Author", "LastName", "ForeName", "Initials", "CollectiveName", "Identifier")
+
+
 def _authors(author_list: etree._Element) -> list[Author]:
-    authors = []
-    for author in author_list:
-        if author.tag != "Author" or author.get("ValidYN") == "N":
+    """Authors in order; one C-level walk that skips affiliations entirely."""
+    authors: list[Author] = []
+    current: Author | None = None
+    valid = False
+    for node in author_list.iter(_AUTHOR_PARTS):
+        tag = node.tag
+        if tag == "Author":
+            if current is not None and valid and (current.last or current.fore or current.collective):
+                authors.append(current)
+            current = Author()
+            valid = node.get("ValidYN") != "N"
+        elif current is None:
             continue
-        last = fore = initials = collective = orcid = None
-        for child in author:
-            tag = child.tag
-            if tag == "LastName":
-                last = _plain_simple(child) or None
-            elif tag == "ForeName":
-                fore = _plain_simple(child) or None
-            elif tag == "Initials":
-                initials = _plain_simple(child) or None
-            elif tag == "CollectiveName":
-                collective = render_inline(child)[0] or None
-            elif tag == "Identifier" and orcid is None and child.get("Source") == "ORCID":
-                orcid = normalise_orcid(child.text)
-        if last or fore or collective:
-            authors.append(Author(last, fore, initials, collective, orcid))
+        elif tag == "LastName":
+            current.last = _leaf(node)
+        elif tag == "ForeName":
+            current.fore = _leaf(node)
+        elif tag == "Initials":
+            current.initials = _leaf(node)
+        elif tag == "CollectiveName":
+            current.collective = render_inline(node)[0] or None
+        elif current.orcid is None and node.get("Source") == "ORCID":
+            current.orcid = normalise_orcid(node.text)
+    if current is not None and valid and (current.last or current.fore or current.collective):
+        authors.append(current)
     return authors
 
 
@@ -528,20 +544,20 @@ def _book_paper(elem: etree._Element) -> Paper:
                 elif stag == "AuthorList" and sub.get("Type") in (None, "authors") and book_authors is None:
                     book_authors = _authors(sub)
                 elif stag == "Volume":
-                    paper.volume = _plain_simple(sub) or None
+                    paper.volume = _leaf(sub)
         elif tag == "ArticleTitle":
             paper.title, paper.title_markup = render_inline(child)
         elif tag == "VernacularTitle":
             paper.vernacular_title = render_inline(child)[0] or None
         elif tag == "Language":
-            language = _plain_simple(child)
+            language = _leaf(child)
             if language:
                 paper.languages.append(language)
         elif tag == "AuthorList":
             if child.get("Type") in (None, "authors") and chapter_authors is None:
                 chapter_authors = _authors(child)
         elif tag == "PublicationType":
-            paper.publication_types.append(_plain_simple(child))
+            paper.publication_types.append(_leaf(child) or "")
         elif tag == "Abstract":
             _fill_abstract(paper, child)
         elif tag == "KeywordList":
@@ -580,10 +596,26 @@ def _version(pmid_elem: etree._Element) -> int:
     return int(value)
 
 
+def _leaf(elem: etree._Element) -> str | None:
+    """Text of an element the DTD declares as plain #PCDATA, whitespace collapsed."""
+    text = elem.text
+    if text:
+        return collapse_ws(text) or None
+    return None
+
+
+def collapse_ws(text: str) -> str:
+    """Collapse whitespace runs to one space and strip; skips the work for clean ASCII."""
+    if text.isascii() and "  " not in text and "\n" not in text and "\t" not in text and "\r" not in text:
+        if "\f" not in text and "\v" not in text:
+            return text.strip()
+    return " ".join(text.split())
+
+
 def _plain_simple(elem: etree._Element) -> str:
     """Text of a leaf-ish element with whitespace collapsed."""
     text = "".join(elem.itertext()) if len(elem) else elem.text
-    return " ".join(text.split()) if text else ""
+    return collapse_ws(text) if text else ""
 
 
 def _child_text(elem: etree._Element, tag: str) -> str | None:
@@ -720,7 +752,7 @@ def render_inline(elem: etree._Element) -> tuple[str, str]:
         text = elem.text
         if not text:
             return "", ""
-        plain = " ".join(text.split())
+        plain = collapse_ws(text)
         return plain, _escape(plain)
     plain_parts: list[str] = []
     markup_parts: list[str] = []

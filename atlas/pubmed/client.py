@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,7 @@ from urllib.parse import urlencode
 
 import httpx
 from lxml import etree
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from atlas.config import Settings
 from atlas.errors import BadRequest, RateLimited, RecordError, ServiceError
@@ -438,9 +439,8 @@ class EutilsClient:
             wait = min(exc.retry_after, self.retry_after_max)
             self.limiter.defer(wait)
             return wait
-        return wait_exponential_jitter(initial=self.retry_wait_base, max=self.retry_wait_max, jitter=self.retry_wait_base)(
-            state
-        )
+        exponential = self.retry_wait_base * 2 ** (state.attempt_number - 1)
+        return min(self.retry_wait_max, exponential + random.uniform(0, self.retry_wait_base))
 
     def _before_retry(self, state: RetryCallState) -> None:
         self._bump("retries")

@@ -296,7 +296,8 @@ def test_timeouts_are_retried(fake):
     fake.faults.slow(1, seconds=0.6)
     with make_client(fake.url, http_timeout=0.2) as client:
         assert pmids_in(client.efetch_pubmed(["9997"])) == ["9997"]
-        assert client.retries == 1
+        assert client.retries >= 1
+    assert fake.requests[0].status == 200  # the fake did answer, only too late for the client
 
 
 def test_unreachable_server_is_a_service_error_without_the_key():
@@ -386,8 +387,7 @@ def test_client_pace_stays_under_three_per_second_at_the_fake():
             elapsed = time.monotonic() - started
         assert fake.sent_429 == 0 and client.rate_limited == 0
         assert fake.max_requests_in_any_second() <= 3
-    assert elapsed >= 11 / 3  # never faster than the rate
-    assert elapsed < 11 / 3 / 0.9 + 0.5  # and close to it
+    assert elapsed >= 11 / 3  # never faster than the rate (throughput is measured in bench/bench_fetch.py)
 
 
 # ---------------------------------------------------------------- the rate limiter itself
@@ -428,26 +428,27 @@ def test_limiter_defer_holds_everyone_back():
 
 
 def test_limiter_is_shared_safely_between_threads():
-    limiter = RateLimiter(50, headroom=0.0)
-    starts: list[float] = []
+    # A frozen clock and a no-op sleep: every caller's wait is exactly its slot's offset,
+    # so concurrent callers must get distinct, evenly spaced slots.
+    limiter = RateLimiter(50, headroom=0.0, clock=lambda: 100.0, sleep=lambda seconds: None)
+    waits: list[float] = []
     lock = threading.Lock()
+    barrier = threading.Barrier(4)
 
     def work() -> None:
-        for _ in range(5):
-            limiter.acquire()
+        barrier.wait()
+        for _ in range(25):
+            wait = limiter.acquire()
             with lock:
-                starts.append(time.monotonic())
+                waits.append(wait)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    starts.sort()
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert len(starts) == 20 and limiter.acquired == 20
-    assert starts[-1] - starts[0] >= 19 / 50 - 0.005
-    assert sum(gap < 0.01 for gap in gaps) <= 2  # scheduling noise only; no bursts
+    assert limiter.acquired == 100
+    assert sorted(round(wait, 6) for wait in waits) == [round(i * 0.02, 6) for i in range(100)]
 
 
 def test_limiter_rejects_nonsense():

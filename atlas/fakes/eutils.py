@@ -9,7 +9,9 @@ errors, HTML pages, slow replies, 429 storms, rejected requests).
 The corpus is a folder of PubMed XML files (``*.xml`` or ``*.xml.gz``, each a
 ``PubmedArticleSet``); PMC JATS files live in ``<corpus>/pmc/PMC<n>.xml``.
 Records are indexed with lxml directly so the fake never depends on the
-parser it is used to test.
+parser it is used to test. Dates: ``edat`` is the History entrez date (else
+pubmed), ``mdat`` is DateRevised (else the entrez date); ``pdat`` is served
+as the entrez date, an approximation good enough for a fake.
 """
 
 from __future__ import annotations
@@ -342,6 +344,8 @@ class Fault:
 
 class Faults:
     """Misbehaviours queued for the next requests, consumed one per request (thread-safe).
+
+    A request the rate limit already answers with 429 consumes no fault.
 
     Each method queues ``n`` faults; ``endpoint`` ("esearch.fcgi" or
     "efetch.fcgi") limits them to one endpoint, other requests pass by.

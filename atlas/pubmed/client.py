@@ -9,7 +9,9 @@ What counts as a failure is decided by pure functions (``check_response``,
 5xx, a timeout, an HTML page, a JSON error body, an in-band ``<ERROR>`` and
 XML that does not parse completely are all ``ServiceError`` (retried with
 backoff, never turned into an empty result); any other 4xx is ``BadRequest``
-(not retried).
+(not retried). One in-band error is bad input rather than a hiccup: NCBI's
+"'retstart' cannot be larger than 9998" is a ``BadRequest``, since retrying
+cannot help (the client splits windows so it never asks for it).
 """
 
 from __future__ import annotations
@@ -437,10 +439,12 @@ class EutilsClient:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, ServiceError) and exc.retry_after is not None:
             wait = min(exc.retry_after, self.retry_after_max)
-            self.limiter.defer(wait)
-            return wait
-        exponential = self.retry_wait_base * 2 ** (state.attempt_number - 1)
-        return min(self.retry_wait_max, exponential + random.uniform(0, self.retry_wait_base))
+        else:
+            exponential = self.retry_wait_base * 2 ** (state.attempt_number - 1)
+            wait = min(self.retry_wait_max, exponential + random.uniform(0, self.retry_wait_base))
+        if isinstance(exc, RateLimited):
+            self.limiter.defer(wait)  # the whole client backs off, not just this call
+        return wait
 
     def _before_retry(self, state: RetryCallState) -> None:
         self._bump("retries")

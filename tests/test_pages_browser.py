@@ -156,6 +156,11 @@ def test_index_filter_from_hash_combines_criteria_and_years(chromium, site, tmp_
     assert doc.xpath("//p[@id='count']")[0].text_content() == "Showing 1 of 8 studies"
 
 
+def test_index_title_search_from_hash(chromium, site, tmp_path):
+    doc = dump_dom(chromium, tmp_path, (site / "index.html").as_uri() + "#q=CORONAVIRUS")
+    assert [r.get("id") for r in doc.xpath("//tbody/tr[not(@hidden)]")] == ["pmid-31978945"]
+
+
 HARNESS = """<!doctype html><html><head><meta charset="utf-8"></head><body>
 <iframe id="desktop" style="width:1200px;height:900px" src="{page}"></iframe>
 <iframe id="phone" style="width:390px;height:800px" src="{page}"></iframe>

@@ -17,7 +17,6 @@ import html
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -317,11 +316,13 @@ def versions_line(row: EvidenceRow, accessed: date) -> str:
 
 @dataclass(slots=True)
 class RenderResult:
-    """What a render wrote, and the rows it could not use (reported, never silent)."""
+    """What a render wrote (``changed`` counts files whose bytes changed), and the rows
+    it could not use (reported, never silent)."""
 
     out_dir: Path
     index: Path
     pages: list[Path] = field(default_factory=list)
+    changed: int = 0
     skipped: list[tuple[str | None, str]] = field(default_factory=list)
     removed: list[Path] = field(default_factory=list)
 
@@ -352,18 +353,27 @@ def _csp(script: str) -> str:
     )
 
 
-def _write(path: Path, text: str, *, newline: str = "\n") -> None:
-    """Write by rename so a reader never sees half a page."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write(path: Path, text: str, *, newline: str = "\n") -> bool:
+    """Write by rename so a reader never sees half a page; leave identical files alone.
+
+    Returns whether the file changed. Skipping unchanged files keeps a nightly
+    re-render of a mostly unchanged corpus cheap and its mtimes meaningful.
+    """
+    data = text.replace("\n", newline).encode("utf-8") if newline != "\n" else text.encode("utf-8")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as handle:
-            handle.write(text)
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    return True
 
 
 def _coerce_rows(rows: Iterable[EvidenceRow | Mapping[str, Any]], skipped: list[tuple[str | None, str]]) -> list[EvidenceRow]:
@@ -409,7 +419,7 @@ def render_pages(
     paper_script = _asset("paper.js")
     index_script = _asset("index.js")
 
-    _write(out_dir / "assets" / "atlas.css", _asset("atlas.css"))
+    result.changed += _write(out_dir / "assets" / "atlas.css", _asset("atlas.css"))
     keys = unique_keys(papers)
     bibtex_all: list[str] = []
     ris_all: list[str] = []
@@ -435,13 +445,13 @@ def render_pages(
             csp=_csp(paper_script),
         )
         path = papers_dir / f"{row.pmid}.html"
-        _write(path, page)
-        _write(papers_dir / f"{row.pmid}.bib", bibtex)
-        _write(papers_dir / f"{row.pmid}.ris", ris, newline="\r\n")
+        result.changed += _write(path, page)
+        result.changed += _write(papers_dir / f"{row.pmid}.bib", bibtex)
+        result.changed += _write(papers_dir / f"{row.pmid}.ris", ris, newline="\r\n")
         result.pages.append(path)
 
-    _write(out_dir / "citations.bib", "\n".join(bibtex_all))
-    _write(out_dir / "citations.ris", "\n".join(ris_all), newline="\r\n")
+    result.changed += _write(out_dir / "citations.bib", "\n".join(bibtex_all))
+    result.changed += _write(out_dir / "citations.ris", "\n".join(ris_all), newline="\r\n")
 
     present_pem = {row.pem_key for row in papers}
     pem_options = [(key, _badge_for(papers, key)) for key in (*PEM_ORDER, UNCLASSIFIED) if key in present_pem]
@@ -460,7 +470,7 @@ def render_pages(
         script=Markup(index_script),
         csp=_csp(index_script),
     )
-    _write(result.index, index)
+    result.changed += _write(result.index, index)
 
     current = {f"{row.pmid}.{ext}" for row in papers for ext in ("html", "bib", "ris")}
     if papers_dir.is_dir():

@@ -4,6 +4,7 @@
   var table = document.getElementById("studies");
   if (!form || !table || !window.URLSearchParams) { return; }
   var rows = Array.prototype.slice.call(table.tBodies[0].rows);
+  var titles = rows.map(function (row) { return row.cells[0].textContent.toLowerCase(); });
   var count = document.getElementById("count");
   var names = ["pem", "criteria", "from", "to", "q"];
 
@@ -33,13 +34,13 @@
     var to = parseInt(form.elements.to.value, 10);
     var query = form.elements.q.value.trim().toLowerCase();
     var shown = 0;
-    rows.forEach(function (row) {
+    rows.forEach(function (row, i) {
       var year = parseInt(row.getAttribute("data-year"), 10);
       var match = (!pem || row.getAttribute("data-pem") === pem) &&
         (!criterion || (" " + row.getAttribute("data-criteria") + " ").indexOf(" " + criterion + " ") !== -1) &&
         (isNaN(from) || year >= from) &&
         (isNaN(to) || year <= to) &&
-        (!query || row.getAttribute("data-title").indexOf(query) !== -1);
+        (!query || titles[i].indexOf(query) !== -1);
       row.hidden = !match;
       if (match) { shown += 1; }
     });

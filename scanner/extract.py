@@ -388,7 +388,8 @@ class Extractor:
     def __init__(self, patterns: Patterns | None = None) -> None:
         self.p = patterns or Patterns()
 
-    def extract(self, paper: PaperText) -> Facts:
+    def extract(self, paper: PaperText, *, pmid: str | None = None) -> Facts:
+        """Facts of one paper (``pmid`` is accepted for parity with the LLM extractor and unused)."""
         facts = Facts(scanner_version=SCANNER_VERSION, extractor=self.name, year=paper.year)
         group_counter = [0]
         for source in ("title", "abstract", "methods"):

@@ -17,7 +17,7 @@ import pytest
 
 from atlas.citations import format_citation
 from atlas.errors import InputError
-from atlas.pages import EvidenceRow, evidence_row_from_dict, render_pages, sanitise_inline_markup
+from atlas.pages import EvidenceRow, evidence_row_from_dict, render_pages, sanitise_inline_markup, versions_line
 
 FIXTURE_ROWS = Path(__file__).parent / "fixtures" / "pages" / "evidence_rows.json"
 ACCESSED = date(2025, 1, 31)
@@ -148,6 +148,16 @@ def test_versions_line_exact_and_without_double_v(site):
     assert squash(one(page(site, "99000001"), "//p[@class='versions']")) == (
         "Generator v1 / Scanner v1.4 / policy v0.1. Accessed 2025-01-31"
     )
+
+
+def test_versions_line_unit():
+    row = evidence_row_from_dict({"pmid": "1", "title": "T", "generator_version": "V2", "scanner_version": 1.5})
+    assert versions_line(row, date(2025, 3, 9)) == "Generator v2 / Scanner v1.5 / policy n/a. Accessed 2025-03-09"
+
+
+def test_empty_title_markup_falls_back_to_the_plain_title():
+    row = evidence_row_from_dict({"pmid": "1", "title": "Plain <title>", "title_markup": "<i> </i>"})
+    assert str(row.title_html) == "Plain &lt;title&gt;"
 
 
 def test_row_accessed_date_wins_over_the_render_default(tmp_path):

@@ -243,7 +243,7 @@ class EvidenceRow(BaseModel):
     def title_html(self) -> Markup:
         """The title with its inline markup (sanitised), or the escaped plain title."""
         markup = sanitise_inline_markup(self.title_markup)
-        return markup if markup.strip() else escape(self.plain_title)
+        return markup if markup.striptags().strip() else escape(self.plain_title)
 
     @property
     def plain_title(self) -> str:
@@ -303,7 +303,7 @@ def versions_line(row: EvidenceRow, accessed: date) -> str:
         if not version:
             return "n/a"
         version = version.strip()
-        return version if version[:1] in ("v", "V") else f"v{version}"
+        return f"v{version[1:]}" if version[:1] in ("v", "V") else f"v{version}"
 
     return (
         f"Generator {tagged(row.generator_version)} / Scanner {tagged(row.scanner_version)} / "

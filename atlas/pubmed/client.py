@@ -235,7 +235,14 @@ def _pmid_sort_key(pmid: str) -> tuple[int, str]:
 
 
 class EutilsClient:
-    """ESearch and EFetch with NCBI's etiquette: one shared pace, identity on every request, careful retries."""
+    """ESearch and EFetch with NCBI's etiquette: one shared pace, identity on every request, careful retries.
+
+    ``limiter`` may be shared with other clients that count against the same
+    NCBI allowance. ``retry_wait_base``/``retry_wait_max`` shape the
+    exponential backoff (tests make them tiny), ``retry_after_max`` caps how
+    long a Retry-After header can hold us, and ``search_cap``/``page_size``
+    exist so tests can exercise window splitting and paging on small corpora.
+    """
 
     def __init__(
         self,
@@ -266,6 +273,8 @@ class EutilsClient:
             self._identity["email"] = settings.ncbi_email
         if self._api_key:
             self._identity["api_key"] = self._api_key
+        if not settings.ncbi_email:
+            log.warning("ATLAS_NCBI_EMAIL is not set: NCBI asks every tool to send a contact email with its requests")
         self._http = httpx.Client(
             base_url=self._base_url,
             timeout=httpx.Timeout(settings.http_timeout),

@@ -289,7 +289,7 @@ def test_index_lists_every_study_without_js(site):
     assert first.get("data-criteria") == "ccc_2003 fukuda_1994"
     assert first.get("data-pem") == "required"
     assert squash(one(first, ".//span[contains(@class,'pem')]")) == "PEM required"
-    assert squash(one(first, ".//td[@class='design']")) == "Cross-sectional study (low)"
+    assert squash(one(first, ".//td[@class='design']")) == "Cross-sectional study"
     assert squash(one(doc, "//tr[@id='pmid-99000001']//span[contains(@class,'retracted')]")) == "Retracted"
     assert one(doc, "//tr[@id='pmid-25760099']").get("data-pem") == "unclassified"
 

@@ -1,0 +1,44 @@
+"""The regenerate flow: summaries for papers that lack one, or for an explicit selection.
+
+    atlas regenerate                      # what the current generator has not yet summarised
+    atlas regenerate --pmid 123 --pmid 456
+    atlas regenerate --all --max-cost 5
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from generator.pipeline import report_markdown, run_regeneration
+
+
+@task(name="generate-summaries", cache_policy=NO_CACHE)
+def generate_task(parameters: dict[str, Any]) -> dict[str, Any]:
+    return run_regeneration(**parameters)
+
+
+@flow(name="regenerate")
+def regenerate(pmids: list[str] | None = None, since: str | None = None, all: bool = False, dry_run: bool = False,
+               max_cost: float | None = None, db_path: str | None = None,
+               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Generate (or dry-run) summaries and attach a report with counts, cost, failures and versions."""
+    parameters = {
+        "pmids": pmids or None,
+        "since": date.fromisoformat(since) if since else None,
+        "regenerate_all": all,
+        "dry_run": dry_run,
+        "max_cost": max_cost,
+        "db_path": db_path,
+        "overrides": overrides,
+    }
+    counts = generate_task(parameters)
+    title = "Regenerate (dry run)" if dry_run else f"Regenerate run `{counts.get('run_id')}`: {counts.get('status')}"
+    create_markdown_artifact(key="regenerate-summary", markdown=report_markdown(counts, title=title),
+                             description="summaries generated, cost and failures")
+    get_run_logger().info("regenerate: %s", {k: v for k, v in counts.items() if k != "failures"})
+    return counts

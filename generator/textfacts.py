@@ -29,7 +29,7 @@ def split_sentences(text: str | None) -> list[str]:
         candidate = text[start : match.start()].rstrip()
         tail = candidate.rstrip(".!?\"'”’)]").lower()
         last_word = re.split(r"[\s(\[]", tail)[-1] if tail else ""
-        if last_word in _ABBREVIATIONS or (len(last_word) == 1 and last_word.isalpha()):
+        if last_word in _ABBREVIATIONS:
             continue
         sentences.append(text[start : match.end()].strip())
         start = match.end()
@@ -136,9 +136,10 @@ def sample_size(text: str | None) -> int | None:
             value = _count_value(match.group(1))
             if value is not None and value > 0:
                 found.append((match.start(), value))
+        worded = list(found)
         for match in _N_EQUALS.finditer(sentence):
             value = int(match.group(1).replace(",", ""))
-            duplicate = any(value == v and 0 <= match.start() - pos <= 80 for pos, v in found)
+            duplicate = any(value == v and 0 <= match.start() - pos <= 80 for pos, v in worded)
             if value > 0 and not duplicate:
                 found.append((match.start(), value))
         if not found:

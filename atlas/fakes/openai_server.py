@@ -20,7 +20,8 @@ Faults can be switched at run time, from any thread:
 * a deterministic share of failures: ``fail_fraction`` with a seeded RNG, or
   every ``k``-th request, answered with 429 or 500.
 
-Counters say how many requests arrived and how each was answered.
+Counters say how many requests arrived, how each was answered, and the most
+requests that were in progress at once (``max_in_flight``).
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ class FakeOpenAIServer:
         self._counts: Counter[str] = Counter()
         self._bodies: deque[dict[str, Any]] = deque(maxlen=200)
         self._last_headers: dict[str, str] = {}
+        self._in_flight = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -169,7 +171,8 @@ class FakeOpenAIServer:
         server = _Server((self.host, self.port), _handler_for(self))
         self._server = server
         self.port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, name="fake-openai", daemon=True)
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fake-openai", daemon=True)
         self._thread.start()
         return self
 
@@ -280,6 +283,15 @@ class FakeOpenAIServer:
         with self._lock:
             self._counts[key] += 1
 
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._counts["max_in_flight"] = max(self._counts["max_in_flight"], self._in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -320,6 +332,13 @@ def _handler_for(fake: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._send(404, _error(f"no route {self.path}", "invalid_request_error"))
 
         def do_POST(self) -> None:
+            fake._enter()
+            try:
+                self._post()
+            finally:
+                fake._leave()
+
+        def _post(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             if self.path.rstrip("/") != "/v1/chat/completions":

@@ -218,7 +218,8 @@ def _walk_alternative(alternatives: etree._Element, lines: list[str], buffer: li
     if not options:
         return
     preferred = next((c for c in options if _local(c.tag) == "math"), None)
-    preferred = preferred or next((c for c in options if _local(c.tag) == "tex-math"), options[0])
+    if preferred is None:
+        preferred = next((c for c in options if _local(c.tag) == "tex-math"), options[0])
     if _local(preferred.tag) == "math":
         buffer.append(math_text(preferred))
     else:

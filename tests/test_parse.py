@@ -804,3 +804,16 @@ def test_mathml_default_namespace_and_other_prefix():
 )
 def test_orcid_forms(value, expected):
     assert normalise_orcid(value) == expected
+
+
+def test_truncated_or_corrupt_gzip_raises_parse_error():
+    data = fixture("pubmed_2024dtd").read_bytes()
+    for broken in (data[: len(data) // 2], data[:-10], data[:100] + b"\x00" * 50 + data[150:]):
+        with pytest.raises(ParseError, match="gzip-compressed PubMed XML is truncated or corrupt"):
+            parse_records(broken)
+
+
+def test_plain_xml_named_gz_is_read_as_plain(tmp_path):
+    target = tmp_path / "mislabelled.xml.gz"
+    target.write_bytes(fixture_bytes("pubmed_12091962"))
+    assert [p.pmid for p in iter_records(target)] == ["12091962", "9997"]

@@ -33,6 +33,7 @@ import html
 import io
 import os
 import re
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -63,7 +64,6 @@ _YEAR = re.compile(r"(?<!\d)(\d{4})(?!\d)")
 _ORCID = re.compile(r"(\d{4}-\d{4}-\d{4}-\d{3}[\dX])", re.IGNORECASE)
 _PMCID = re.compile(r"\bPMC\d+\b")
 _GZIP_MAGIC = b"\x1f\x8b"
-_CHUNK = 1 << 16
 
 _MONTHS = {
     m: i
@@ -107,7 +107,7 @@ def _open_source(source: Source) -> Iterator[IO[bytes]]:
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         with open(path, "rb") as raw:
-            if raw.read(2) == _GZIP_MAGIC or path.endswith(".gz"):
+            if raw.read(2) == _GZIP_MAGIC:  # the content decides, not the file name
                 raw.seek(0)
                 with gzip.GzipFile(fileobj=raw) as gz:
                     yield gz
@@ -203,6 +203,8 @@ def _iter_stream(stream: IO[bytes]) -> Iterator[Record]:
             _release(elem, parent)
     except etree.XMLSyntaxError as exc:
         raise ParseError(f"PubMed XML is malformed or truncated: {exc}") from exc
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise ParseError(f"gzip-compressed PubMed XML is truncated or corrupt: {exc}") from exc
     if not root_seen:
         root = getattr(context, "root", None)
         if root is None:

@@ -817,3 +817,16 @@ def test_plain_xml_named_gz_is_read_as_plain(tmp_path):
     target = tmp_path / "mislabelled.xml.gz"
     target.write_bytes(fixture_bytes("pubmed_12091962"))
     assert [p.pmid for p in iter_records(target)] == ["12091962", "9997"]
+
+
+def test_year_falls_back_to_medline_date_then_article_date():
+    article = _article_xml("pubmed_36987902")
+    ranged = re.sub(r"<PubDate>.*?</PubDate>", "<PubDate><MedlineDate>Winter 2022-2023</MedlineDate></PubDate>", article, flags=re.S)
+    paper = parse_record(ranged)
+    assert (paper.year, paper.pub_date) == (2022, "Winter 2022-2023")
+    undated = re.sub(r"<PubDate>.*?</PubDate>", "<PubDate><MedlineDate>Spring</MedlineDate></PubDate>", article, flags=re.S)
+    paper = parse_record(undated)
+    assert (paper.year, paper.pub_date) == (2023, "Spring")  # year from ArticleDate 2023-03-27
+    no_pub_date = re.sub(r"<PubDate>.*?</PubDate>", "", article, flags=re.S)
+    paper = parse_record(no_pub_date)
+    assert (paper.year, paper.pub_date) == (2023, "2023 Mar 27")

@@ -190,7 +190,7 @@ def _iter_stream(stream: IO[bytes]) -> Iterator[Record]:
             if tag in _SET_ROOTS:
                 continue
             parent = elem.getparent()
-            if tag == "MedlineCitation" and parent is not None and parent.tag != "MedlineCitationSet":
+            if tag == "MedlineCitation" and parent is not None and parent.tag == "PubmedArticle":
                 continue  # the citation part of a PubmedArticle, read with its record
             if tag == "DeleteCitation":
                 yield from _deletions(elem)
@@ -343,7 +343,7 @@ def _fill_citation(paper: Paper, citation: etree._Element) -> None:
 
 def _fill_article(paper: Paper, article: etree._Element) -> None:
     eloc_doi = None
-    article_year = None
+    article_date = None
     for child in article:
         tag = child.tag
         if tag == "Journal":
@@ -370,13 +370,14 @@ def _fill_article(paper: Paper, article: etree._Element) -> None:
             for sub in child:
                 if sub.tag == "PublicationType":
                     paper.publication_types.append(_leaf(sub) or "")
-        elif tag == "ArticleDate":
-            if article_year is None:
-                article_year = _int_or_none(_child_text(child, "Year"))
+        elif tag == "ArticleDate" and article_date is None:
+            article_date = child
     if paper.doi is None:
         paper.doi = eloc_doi
-    if paper.year is None:
-        paper.year = article_year
+    if paper.year is None and article_date is not None:
+        # no usable journal issue date (rare, ahead-of-print records): the electronic date stands in
+        paper.year, electronic = _pub_date(article_date)
+        paper.pub_date = paper.pub_date or electronic
 
 
 def _fill_journal(paper: Paper, journal: etree._Element) -> None:
@@ -618,13 +619,6 @@ def _plain_simple(elem: etree._Element) -> str:
     """Text of a leaf-ish element with whitespace collapsed."""
     text = "".join(elem.itertext()) if len(elem) else elem.text
     return collapse_ws(text) if text else ""
-
-
-def _child_text(elem: etree._Element, tag: str) -> str | None:
-    for child in elem:
-        if child.tag == tag:
-            return (child.text or "").strip() or None
-    return None
 
 
 def _int_or_none(value: str | None) -> int | None:

@@ -103,11 +103,16 @@ def decide(facts: Facts, policy: Policy) -> Decision:
 
     long_covid_classifying = (rules.long_covid_prevalence_is_subgroup and "long_covid" in population
                               and bool(facts.classifications))
+    compared: set[str] = set()
+    if not rules.compared_definitions_set_badge:
+        compared = {resolve(m.criterion) for m in facts.mentions if m.role == "comparison" and not m.negated}
     groups: dict[int, list[Mention]] = {}
     subgroup_mentions: list[Mention] = []
     for m in facts.mentions:
         if m.negated:
             continue
+        if m.role == "inclusion" and resolve(m.criterion) in compared:
+            continue  # a definition the paper compares defines comparison groups, not the sample
         if m.role == "inclusion" and not long_covid_classifying:
             groups.setdefault(m.group, []).append(m)
         elif m.role == "subgroup" or (m.role == "inclusion" and long_covid_classifying):

@@ -122,9 +122,17 @@ SUBGROUP_CUE = re.compile(
     r"(?:also|additionally)\s+(?:met|meet|meeting|fulfill?(?:ed|ing|s)?|satisf(?:ied|ying|y))|"
     r"proportion|percentage|prevalence|restrict\w*\s+(?:the\s+|these\s+|our\s+|this\s+)?analys\w*|"
     r"sensitivity\s+analys\w*|secondary\s+analys\w*\s+(?:of|in|among)\s+(?:those|patients|participants)|"
-    r"\d+(?:\.\d+)?\s?%\s+(?:of\s+(?:the\s+)?\w+\s+)?(?:also\s+)?(?:met|fulfill?ed|satisfied)|"
+    r"\d+(?:\.\d+)?\s?%\)?\s+(?:of\s+(?:the\s+)?\w+\s+)?(?:also\s+)?(?:met|fulfill?ed|satisfied)|"
+    r"\d+\s*\(\s*\d+(?:\.\d+)?\s?%\s*\)\s+(?:also\s+)?(?:met|fulfill?ed|satisfied)|"
     r"(?:some|most|many|several|half|majority|minority|a\s+third|two-thirds)\s+(?:of\s+(?:them|these|the\s+\w+)\s+)?"
     r"(?:also\s+)?(?:met|fulfill?ed|satisfied))\b", _I)
+PREVALENCE_AFTER = re.compile(
+    r"[\s,)\]]*(?:\(\w+\)\s*)?(?:criteria\s+|definition\s+)?(?:designated|identified|classified|diagnosed|"
+    r"captured|selected)\s+(?:\w+\s+){0,3}in\s+(?:only\s+)?\d", _I)
+OTHER_DISEASE = re.compile(
+    r"\b(?:MS|multiple\s+sclerosis|fibromyalgia|FM|depression|depressive|cancer|lupus|arthritis|IBS|POTS|diabetes|"
+    r"long\s+COVID|post-COVID|PCS|PASC|stroke|epilepsy|migraine|asthma|COPD)\b")
+ME_CFS_TERM = re.compile(r"\b(?:ME/CFS|CFS/ME|CFS|ME|myalgic|chronic\s+fatigue|SEID)\b", _I)
 ALL_QUANTIFIER = re.compile(r"\b(?:all|every|each)\b", _I)
 INCLUSION_CUE = re.compile(
     r"\b(?:diagnos\w*|met|meet|meets|meeting|fulfill?(?:ed|ing|s)?|fulfil(?:led|ling|s)?|satisf(?:y|ied|ies|ying)|"
@@ -142,7 +150,8 @@ GENERIC_DEFINITIONAL = re.compile(
     r"(?:diagnosed|defined)\b", _I)
 BACKGROUND_BEFORE = re.compile(
     r"(?:\bsuch\s+as|\be\.g\.,?|\bfor\s+example,?|\bunlike|\bin\s+contrast\s+to|\bthan|\breplaced|\bincluding|"
-    r"\bnamely|\blike)\s+(?:the\s+)?(?:\w+\s+)?$", _I)
+    r"\bnamely|\blike)\s+(?:the\s+)?(?:\w+\s+)?$|\b(?:symptoms?|features?|items?|domains?|components?|elements?|"
+    r"requirements?)\s+(?:in|of|from|listed\s+in|defined\s+(?:in|by))\s+(?:the\s+)?(?:\w+\s+){0,2}$", _I)
 BACKGROUND_AFTER = re.compile(
     r"^[\s,)\]]*(?:\(\w+\)\s*)?(?:criteria\s+|definition\s+)?(?:\w+\s+)?(?:require|requires|required\s+that|"
     r"mandate|mandates|emphasi[sz]e|emphasi[sz]es|define|defines|include|includes|describe|describes|consider|"
@@ -234,54 +243,69 @@ MESH_DESIGN: dict[str, str] = {
     "cross-sectional studies": "cross_sectional",
     "surveys and questionnaires": "cross_sectional",
 }
-# (design, pattern, sources where the cue counts)
+# (design, strength, pattern, sources where the cue counts). A "strong" cue names the design
+# ("a cross-sectional study", "randomised controlled trial"); a "weak" cue only hints at it
+# ("healthy controls", "follow-up"). Strong cues are recorded with the source as basis, weak
+# ones with basis "text_hint", which the policy ranks after every other basis.
 _TA = ("title", "abstract", "methods")
-DESIGN_PATTERNS: list[tuple[str, str, tuple[str, ...]]] = [
-    ("protocol", r"\bstudy\s+protocol\b|\bprotocol\s+(?:for|of)\s+(?:a|an|the)\b|\btrial\s+protocol\b|"
-                 r"\bthis\s+protocol\b|\bwill\s+be\s+(?:randomi[sz]ed|recruited|enrolled|allocated|randomly)\b", _TA),
-    ("protocol", r"\bprotocol\b", ("title",)),
-    ("meta_analysis", r"\bmeta[\s-]?analy(?:sis|ses|tic)\b", _TA),
-    ("review", r"\breview\b|\boverview\b|\bevidence\s+summary\b|\bstate\s+of\s+the\s+art\b", ("title",)),
-    ("review", r"(?<!previous )(?<!prior )(?<!recent )(?<!earlier )(?<!existing )\b(?:systematic|scoping|"
-               r"narrative|literature|umbrella|rapid|integrative|critical|comprehensive|mini)[\s-]+review\b|"
-               r"\bthis\s+review\b|\bin\s+this\s+review\b|\bwe\s+review\w*\b|\bthe\s+present\s+review\b|"
-               r"\bthis\s+article\s+(?:reviews|summari[sz]es|discusses)\b|\bPRISMA\b|"
-               r"\b(?:PubMed|MEDLINE|Embase|Web\s+of\s+Science|Scopus|Cochrane|CINAHL|PsycINFO)\b[^.]{0,120}\b"
-               r"(?:were|was)\s+searched\b|\bsearched\s+(?:PubMed|MEDLINE|Embase|Web\s+of\s+Science|Scopus|"
-               r"Cochrane|the\s+literature|databases|electronic\s+databases)\b", ("abstract", "methods")),
-    ("case_definition", r"\b(?:case\s+definition|working\s+definition|diagnostic\s+criteria|consensus\s+criteria|"
-                        r"clinical\s+criteria|guidelines\s+for\s+research|approach\s+to\s+its\s+definition|"
-                        r"redefining|clinical\s+working\s+case\s+definition)\b", ("title",)),
-    ("case_definition", r"\b(?:we|this\s+paper|this\s+report|the\s+panel|the\s+committee|the\s+authors)\s+"
-                        r"(?:propose|proposes|present|presents|recommend|recommends|developed)\s+(?:a\s+|an\s+|the\s+)?"
-                        r"(?:new\s+|revised\s+|updated\s+)?(?:case\s+definition|diagnostic\s+criteria|criteria|"
-                        r"clinical\s+definition|name)\b|\b(?:expert|consensus|international)\s+panel\b", ("abstract",)),
-    ("commentary", r"^\s*(?:commentary|editorial|comment|letter|reply|response|correspondence|viewpoint|perspective|"
-                   r"opinion|in\s+memoriam|erratum|correction|retraction|notification|news)\b|\b(?:commentary|editorial|"
-                   r"viewpoint|letter\s+to\s+the\s+editor|a\s+perspective|an\s+opinion)\b|\bwhat\s+scientists\s+think\b",
-     ("title",)),
-    ("commentary", r"\bthis\s+(?:commentary|editorial|perspective|viewpoint|opinion\s+piece|letter|essay)\b|"
-                   r"\bin\s+this\s+(?:commentary|editorial|perspective|viewpoint|essay)\b", ("abstract",)),
-    ("case_report", r"\bcase\s+reports?\b|\bwe\s+(?:report|describe|present)\s+(?:a|the|an)\s+(?:\w+\s+){0,3}"
-                    r"(?:case|patient|woman|man|girl|boy)\b|\ba\s+case\s+of\b|\bthis\s+case\b|\bcase\s+series\b|"
-                    r"\b\d{1,3}[\s-]year[\s-]old\s+(?:\w+\s+)?(?:man|woman|male|female|boy|girl|patient)\b|"
-                    r"\bcase\s+study\s+of\s+(?:a|an|one)\b|\bpersonal\s+experience\b", _TA),
-    ("rct", r"\brandomi[sz]ed[\s,]+(?:(?:double|single|triple|observer|assessor)[\s-]+blind(?:ed)?[\s,]+|"
-            r"placebo[\s-]+controlled[\s,]+|controlled[\s,]+|clinical[\s,]+|cross[\s-]?over[\s,]+|pilot[\s,]+|"
-            r"feasibility[\s,]+|multi-?cent(?:er|re)[\s,]+|parallel[\s-]+group[\s,]+|sham[\s-]+controlled[\s,]+|"
-            r"phase\s+\w+[\s,]+|and\s+|,\s*)*(?:trial|study)\b|\bRCT\b|\bwere\s+randomi[sz]ed\b|"
-            r"\brandomly\s+(?:assigned|allocated)\b|\brandomi[sz]ed\s+(?:to|into)\b", _TA),
-    ("other", r"\bmendelian\s+randomi[sz]ation\b|\bqualitative\b|\bfocus\s+groups?\b|\bsemi[\s-]structured\s+"
-              r"interviews?\b|\bin\s+vitro\b|\bmice\b|\bmouse\b|\brats?\b|\banimal\s+models?\b|\bopen[\s-]label\b|"
-              r"\bsingle[\s-]arm\b|\bnon[\s-]?randomi[sz]ed\b|\bin\s+silico\b|\bmulti-?omics\b|\bX\s+\(Twitter\)", _TA),
-    ("case_control", r"\bcase[\s-]+control(?:led)?\b|\b(?:healthy|matched|sedentary|age-matched|sex-matched)\s+"
-                     r"(?:\w+\s+)?controls?\b|\bcontrol\s+(?:group|subjects|participants)\b|\bHCs?\b|"
-                     r"\bcompared\s+(?:with|to)\s+(?:\w+\s+){0,3}controls\b|\bversus\s+(?:healthy\s+)?controls\b", _TA),
-    ("cross_sectional", r"\bcross[\s-]sectional\b|\bsurvey\b|\bquestionnaire[\s-]based\b|\bonline\s+questionnaire\b|"
-                        r"\bpsychometric\b|\bRasch\b|\bvalidation\s+study\b|\bfactor\s+analysis\b", _TA),
-    ("cohort", r"\bcohort\b|\bprospective(?:ly)?\b|\blongitudinal\b|\bfollow[\s-]?up\b|\bfollowed\s+(?:up\s+)?for\b|"
-               r"\bretrospective(?:ly)?\b|\bregistry\b|\bpopulation[\s-]based\b|\bdatabase\b|\bclaims\s+data\b|"
-               r"\belectronic\s+health\s+records?\b|\brecords\s+of\b", _TA),
+_DASH = r"[\s\-\u2010-\u2015/]+"
+DESIGN_PATTERNS: list[tuple[str, str, str, tuple[str, ...]]] = [
+    ("protocol", "strong", r"\bstudy\s+protocol\b|\bprotocol\s+(?:for|of)\s+(?:a|an|the)\b|\btrial\s+protocol\b|"
+                           r"\bthis\s+protocol\b|\bwill\s+be\s+(?:randomi[sz]ed|recruited|enrolled|allocated|randomly)\b", _TA),
+    ("protocol", "strong", r"\bprotocol\b", ("title",)),
+    ("meta_analysis", "strong", r"\bmeta[\s-]?analy(?:sis|ses|tic)\b", _TA),
+    ("review", "strong", r"(?<!and )\breview\b|\boverview\b|\bevidence\s+summary\b|\bstate\s+of\s+the\s+art\b", ("title",)),
+    ("review", "strong", r"(?<!previous )(?<!prior )(?<!recent )(?<!earlier )(?<!existing )\b(?:systematic|scoping|"
+                         r"narrative|literature|umbrella|rapid|integrative|critical|comprehensive|mini)[\s-]+review\b|"
+                         r"\bthis\s+review\b|\bin\s+this\s+review\b|\bwe\s+review\w*\b|\bthe\s+present\s+review\b|"
+                         r"\b(?:aims?|aimed)\s+to\s+review\b|\bthis\s+article\s+(?:reviews|summari[sz]es|discusses)\b|"
+                         r"\bPRISMA\b|\b(?:PubMed|MEDLINE|Embase|Web\s+of\s+Science|Scopus|Cochrane|CINAHL|PsycINFO)\b"
+                         r"[^.]{0,120}\b(?:were|was)\s+searched\b|\bsearched\s+(?:PubMed|MEDLINE|Embase|Web\s+of\s+"
+                         r"Science|Scopus|Cochrane|the\s+literature|databases|electronic\s+databases)\b", ("abstract", "methods")),
+    ("case_definition", "strong", r"\b(?:case\s+definition|working\s+definition|diagnostic\s+criteria|consensus\s+criteria|"
+                                  r"clinical\s+criteria|guidelines\s+for\s+research|approach\s+to\s+its\s+definition|"
+                                  r"redefining|clinical\s+working\s+case\s+definition)\b", ("title",)),
+    ("case_definition", "strong", r"\b(?:we|this\s+paper|this\s+report|the\s+panel|the\s+committee|the\s+authors)\s+"
+                                  r"(?:propose|proposes|present|presents|recommend|recommends|developed)\s+(?:a\s+|an\s+|"
+                                  r"the\s+)?(?:new\s+|revised\s+|updated\s+|systematic\s+)?(?:clinical\s+)?(?:working\s+)?"
+                                  r"(?:case\s+definition|diagnostic\s+criteria|criteria|clinical\s+definition|name)\b|"
+                                  r"\b(?:expert|consensus|international)\s+panel\b", ("abstract",)),
+    ("commentary", "strong", r"^\s*(?:commentary|editorial|comment|letter|reply|response|correspondence|viewpoint|"
+                             r"perspective|opinion|in\s+memoriam|erratum|correction|retraction|notification|news)\b|"
+                             r"\b(?:commentary|editorial|viewpoint|letter\s+to\s+the\s+editor|a\s+perspective|"
+                             r"an\s+opinion)\b|\bwhat\s+scientists\s+think\b", ("title",)),
+    ("commentary", "strong", r"\bthis\s+(?:commentary|editorial|perspective|viewpoint|opinion\s+piece|letter|essay)\b|"
+                             r"\bin\s+this\s+(?:commentary|editorial|perspective|viewpoint|essay)\b", ("abstract",)),
+    ("case_report", "strong", r"\bcase\s+reports?\b|\bwe\s+(?:report|describe|present)\s+(?:a|the|an)\s+(?:\w+\s+){0,3}"
+                              r"(?:case|patient|woman|man|girl|boy)\b|\ba\s+case\s+of\b|\bthis\s+case(?!" + _DASH +
+                              r"control)\b|\bcase[\s-]+series\b|\b\d{1,3}[\s-]year[\s-]old\s+(?:\w+\s+)?(?:man|woman|"
+                              r"male|female|boy|girl|patient)\b|\bcase\s+study\s+of\s+(?:a|an|one)\b|"
+                              r"\bpersonal\s+experience\b", _TA),
+    ("rct", "strong", r"\brandomi[sz]ed[\s,]+(?:(?:double|single|triple|observer|assessor)[\s-]+blind(?:ed)?[\s,]+|"
+                      r"placebo[\s-]+controlled[\s,]+|controlled[\s,]+|clinical[\s,]+|cross[\s-]?over[\s,]+|pilot[\s,]+|"
+                      r"feasibility[\s,]+|multi-?cent(?:er|re)[\s,]+|parallel[\s-]+group[\s,]+|sham[\s-]+controlled[\s,]+|"
+                      r"phase\s+\w+[\s,]+|and\s+|,\s*)*(?:trial|study)\b|\bRCT\b|\bwere\s+randomi[sz]ed\b|"
+                      r"\brandomly\s+(?:assigned|allocated)\b|\brandomi[sz]ed\s+(?:to|into)\b|"
+                      r"\b(?:block|cluster|stratified)[\s-]+randomi[sz]ed\b|\bplacebo[\s-]+controlled\b", _TA),
+    ("other", "strong", r"\bmendelian\s+randomi[sz]ation\b|\bqualitative\s+(?:study|interviews?|analysis|research)\b|"
+                        r"\bfocus\s+groups?\b|\bsemi[\s-]structured\s+interviews?\b|\bin\s+vitro\b|\bmice\b|\bmouse\b|"
+                        r"\brats?\b|\brodents?\b|\banimal\s+models?\b|\bopen[\s-]label\b|\bsingle[\s-]arm\b|"
+                        r"\bnon[\s-]?randomi[sz]ed\b|\bquasi[\s-]?random\w*\b|\buncontrolled\b|\bin\s+silico\b|"
+                        r"\bX\s+\(Twitter\)", _TA),
+    ("case_control", "strong", r"\bcase" + _DASH + r"control(?:led)?\b", _TA),
+    ("cohort", "strong", r"\bcohort\s+(?:study|studies|analysis|design)\b|\b(?:prospective|retrospective|longitudinal|"
+                         r"population-based|observational|registry(?:-based)?|follow-up)\s+(?:\w+\s+)?(?:study|analysis|"
+                         r"investigation)\b|\bregistry\s+(?:linkage\s+)?study\b", _TA),
+    ("cross_sectional", "strong", r"\bcross[\s-]sectional\b|\bsurvey(?:ed|s)?\b|\bquestionnaire[\s-]based\b|"
+                                  r"\bonline\s+questionnaire\b|\bpsychometric\b|\bRasch\b|\bvalidation\s+study\b|"
+                                  r"\bfactor\s+analys[ie]s\b|\bdescriptive\s+(?:analysis|study)\b", _TA),
+    ("case_control", "weak", r"\b(?:healthy|matched|sedentary|age-matched|sex-matched)\s+(?:\w+\s+)?controls?\b|"
+                             r"\bcontrol\s+(?:group|subjects|participants)\b|\bHCs?\b|\bcompared\s+(?:with|to)\s+"
+                             r"(?:\w+\s+){0,3}controls\b|\bversus\s+(?:healthy\s+)?controls\b", _TA),
+    ("cohort", "weak", r"\bcohort\b|\bprospective(?:ly)?\b|\blongitudinal\b|\bfollow[\s-]?up\b|\bfollowed\s+(?:up\s+)?for\b|"
+                       r"\bretrospective(?:ly)?\b|\bregistry\b|\bpopulation[\s-]based\b|\bdatabase\b|\bclaims\s+data\b|"
+                       r"\belectronic\s+health\s+records?\b|\brecords\s+of\b", _TA),
+    ("other", "weak", r"\bmulti-?omics\b|\bmachine\s+learning\b|\bdeep\s+learning\b|\bmodel(?:l)?ing\b|\bpilot\b", _TA),
 ]
 
 # --- population -------------------------------------------------------------------------------
@@ -308,7 +332,8 @@ _WORD_BEFORE = re.compile(r"([A-Za-z.]+)\.$")
 _ICC_NUMERIC_AFTER = re.compile(r"^\s*(?:[=<>≥≤]|\(\s*95|of\s+0?\.\d|was\s+0?\.\d|values?\b|0?\.\d|for\s+\w+\s+was)")
 _CDC_CRITERIA_AHEAD = re.compile(rf"^[^.;:]{{0,40}}?\b(?i:{_CRIT})\b")
 _COMPARED_AFTER = re.compile(
-    r"[^.;]{0,40}?\b(?:(?:were|was|are)\s+(?:compared|contrasted)|differ(?:ed|s)?\b|overlap(?:ped|s)?\b|"
+    r"[^.;]{0,40}?\b(?:(?:were|was|are)\s+(?:compared|contrasted)(?!\s+(?:with|to)\s+[^.;]{0,40}?\b(?:controls?|"
+    r"patients|participants|subjects|individuals|people|volunteers|groups?)\b)|differ(?:ed|s)?\b|overlap(?:ped|s)?\b|"
     r"agree(?:d|s)?\b|identif(?:ied|y)\s+different)", _I)
 _CRITERIA_OF_BEHIND = re.compile(r"(?i:criteria|definition)\s+(?:of|from|by)\s+(?:the\s+)?(?:US\s+)?$")
 
@@ -337,13 +362,17 @@ class Patterns:
             self.keys[name] = key
             parts.append(f"(?P<{name}>{pattern})")
         self.definitions = re.compile("|".join(parts))
-        design_parts = []
-        self.design_keys: dict[str, tuple[str, tuple[str, ...]]] = {}
-        for index, (design, pattern, sources) in enumerate(DESIGN_PATTERNS):
-            name = f"s{index}"
-            self.design_keys[name] = (design, sources)
-            design_parts.append(f"(?P<{name}>{pattern})")
-        self.designs = re.compile("|".join(design_parts), _I | re.MULTILINE)
+        # one regex per (source, strength): alternatives of other sources must not consume text
+        self.designs: dict[tuple[str, str], tuple[re.Pattern[str], dict[str, str]]] = {}
+        for source in ("title", "abstract", "methods"):
+            for strength in ("strong", "weak"):
+                parts, keys = [], {}
+                for index, (design, cue_strength, pattern, sources) in enumerate(DESIGN_PATTERNS):
+                    if cue_strength == strength and source in sources:
+                        keys[f"s{index}"] = design
+                        parts.append(f"(?P<s{index}>{pattern})")
+                if parts:
+                    self.designs[(source, strength)] = (re.compile("|".join(parts), _I | re.MULTILINE), keys)
         pop_parts = []
         self.population_keys: dict[str, str] = {}
         for index, (value, pattern) in enumerate(POPULATION_PATTERNS):
@@ -514,6 +543,8 @@ class Extractor:
                 return "comparison"
         # subgroup: "of whom most also met the ICC", "a subgroup fulfilled the CCC"
         subgroup = SUBGROUP_CUE.search(left) or (g_index == 0 and SUBGROUP_CUE.search(clause_left))
+        if not subgroup and PREVALENCE_AFTER.match(right):
+            return "subgroup"
         if subgroup:
             cue_text = subgroup.group(0).lower()
             if cue_text.startswith(("also", "additionally")) and ALL_QUANTIFIER.search(clause_left) and not \
@@ -527,7 +558,10 @@ class Extractor:
                 return "background"
         if not anchored:
             return "background"
-        if INCLUSION_CUE.search(clause_left) or INCLUSION_CUE.search(right[:80]):
+        if first.key in ("cdc", "nice") and OTHER_DISEASE.search(clause_left) and not ME_CFS_TERM.search(
+                clause_left + right[:60]):
+            return "background"  # "MS cases ... according to NICE guideline": another disease's definition
+        if INCLUSION_CUE.search(clause_left[-100:]) or INCLUSION_CUE.search(right[:60]):
             return "inclusion"
         return "background"
 
@@ -552,19 +586,24 @@ class Extractor:
     # -- design -----------------------------------------------------------------------------
     def _designs(self, text: str, source: str, sentences: list[tuple[int, int]], starts: list[int],
                  facts: Facts) -> None:
-        seen: set[str] = set()
-        for m in self.p.designs.finditer(text):
-            design, sources = self.p.design_keys[m.lastgroup]  # type: ignore[index]
-            if source not in sources or design in seen:
+        for strength in ("strong", "weak"):
+            compiled = self.p.designs.get((source, strength))
+            if compiled is None:
                 continue
-            if design == "rct" and re.search(r"mendelian\s*$", text[max(0, m.start() - 12):m.start()], _I):
-                continue
-            seen.add(design)
-            index = max(0, bisect.bisect_right(starts, m.start()) - 1)
-            s_start, s_end = sentences[index] if sentences else (0, len(text))
-            q_start, q_end = _quote_window(text, s_start, s_end, m.start(), m.end())
-            facts.designs.append(DesignCue(design=design, basis=source, source=source, start=q_start, end=q_end,
-                                           quote=text[q_start:q_end]))
+            pattern, keys = compiled
+            seen: set[str] = set()
+            for m in pattern.finditer(text):
+                design = keys[m.lastgroup]  # type: ignore[index]
+                if design in seen:
+                    continue
+                if design == "rct" and re.search(r"mendelian\s*$", text[max(0, m.start() - 12):m.start()], _I):
+                    continue
+                seen.add(design)
+                index = max(0, bisect.bisect_right(starts, m.start()) - 1)
+                s_start, s_end = sentences[index] if sentences else (0, len(text))
+                q_start, q_end = _quote_window(text, s_start, s_end, m.start(), m.end())
+                facts.designs.append(DesignCue(design=design, basis=source if strength == "strong" else "text_hint",
+                                               source=source, start=q_start, end=q_end, quote=text[q_start:q_end]))
 
     def _list_designs(self, paper: PaperText, facts: Facts) -> None:
         for source, table, basis in (("publication_types", PUBLICATION_TYPE_DESIGN, "publication_type"),
@@ -598,7 +637,8 @@ class Extractor:
                                                   quote=text[q_start:q_end]))
 
     def _classifications(self, text: str, source: str, facts: Facts) -> None:
-        if "criteria" not in text and "diagnosed in" not in text:
+        lowered = text.lower()
+        if "criteria" not in lowered and "diagnosed in" not in lowered:
             return
         for m in CLASSIFICATION.finditer(text):
             facts.classifications.append(Classification(source=source, start=m.start(), end=m.end(),

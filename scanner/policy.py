@@ -28,7 +28,7 @@ DESIGNS: tuple[str, ...] = (
     "rct", "cohort", "case_control", "cross_sectional", "review", "meta_analysis", "case_report",
     "protocol", "commentary", "case_definition", "other", "unknown",
 )
-DESIGN_BASES: tuple[str, ...] = ("publication_type", "title", "abstract", "methods", "mesh")
+DESIGN_BASES: tuple[str, ...] = ("publication_type", "title", "abstract", "methods", "mesh", "text_hint")
 AMBIGUOUS_FAMILIES: tuple[str, ...] = ("cdc", "nice")
 
 Pem = Literal["required", "not_required", "unclear", "not_applicable"]
@@ -91,6 +91,7 @@ class Rules(_Strict):
     explicit_pem_not_required: Pem
     modified_definition: Literal["unclear", "as_named"]
     long_covid_prevalence_is_subgroup: bool
+    compared_definitions_set_badge: bool
     not_stated: Literal["unclear", "not_required"]
     not_applicable_designs: list[str]
 

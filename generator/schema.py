@@ -28,8 +28,8 @@ EXTRACTIVE_NOTICE = (
 
 def llm_notice(model: str) -> str:
     return (
-        f"Written by a language model ({model}) from the title and abstract, then checked automatically "
-        "for numbers, claims and reading level. Read the abstract for the full picture."
+        f"Written by a language model ({model}) from the paper's title, abstract and, when available, methods; "
+        "then checked automatically for numbers, claims, advice and reading level. Read the abstract for the full picture."
     )
 
 

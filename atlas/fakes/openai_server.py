@@ -222,11 +222,14 @@ class FakeOpenAIServer:
             if retry_after is not None:
                 self._faults.retry_after = retry_after
 
-    def fail_every(self, k: int | None, *, statuses: tuple[int, ...] = (429, 500)) -> None:
+    def fail_every(self, k: int | None, *, statuses: tuple[int, ...] = (429, 500),
+                   retry_after: float | None = None) -> None:
         """Fail every ``k``-th chat request, cycling through ``statuses``."""
         with self._lock:
             self._faults.fail_every = k
             self._faults.fail_statuses = statuses
+            if retry_after is not None:
+                self._faults.retry_after = retry_after
 
     def clear_faults(self) -> None:
         with self._lock:

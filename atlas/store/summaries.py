@@ -181,6 +181,11 @@ def write_summaries(store: Store, summaries: Sequence[dict[str, Any]], calls: Se
                 conn.unregister("incoming_calls")
 
 
+def write_llm_calls(store: Store, calls: Sequence[dict[str, Any]], *, run_id: str | None) -> None:
+    """Append LLM call records made outside summary generation (e.g. the scanner's LLM extractor)."""
+    write_summaries(store, (), calls, run_id=run_id)
+
+
 def run_costs(store: Store, run_id: str) -> dict[str, Any]:
     """Calls, tokens and cost a run spent at LLM endpoints."""
     row = store.conn.execute(

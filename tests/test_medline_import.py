@@ -220,3 +220,22 @@ def test_empty_export_yields_nothing():
     assert parse_medline("\n\n") == []
     assert isinstance(parse_medline(b"PMID- 1\nTI  - One line.\n")[0], Paper)
     assert not any(isinstance(r, BadRecord) for r in parse_medline(MEDLINE / "pubmed-three-records.txt"))
+
+
+def test_blank_continuation_line_keeps_the_record_together():
+    text = (
+        "PMID- 29000010\n"
+        "TI  - Two-paragraph abstract.\n"
+        "AB  - First paragraph of the abstract.\n"
+        "      \n"
+        "      Second paragraph after a blank continuation line.\n"
+        "LA  - eng\n"
+        "\n"
+        "PMID- 29000011\n"
+        "TI  - Next record.\n"
+    )
+    first, second = parse_medline(text)
+    assert first.pmid == "29000010" and second.pmid == "29000011"
+    assert first.abstract == "First paragraph of the abstract. Second paragraph after a blank continuation line."
+    assert first.languages == ["eng"]
+    assert "      \n      Second paragraph" in first.raw_xml

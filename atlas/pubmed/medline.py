@@ -72,11 +72,17 @@ def _read_text(source: MedlineSource) -> str:
 
 
 def _record_chunks(text: str) -> Iterator[str]:
-    """Records are runs of non-blank lines; a blank line ends one."""
+    """Records are runs of lines ended by an empty line.
+
+    A line of six or more spaces is a blank continuation line (a paragraph
+    break inside a field), not the end of a record.
+    """
     lines: list[str] = []
     for line in text.split("\n"):
         if line.strip():
             lines.append(line.rstrip())
+        elif line.startswith("      ") and lines:
+            lines.append("      ")
         elif lines:
             yield "\n".join(lines) + "\n"
             lines = []

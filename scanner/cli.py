@@ -34,7 +34,7 @@ def register(app: typer.Typer, *, reclassify_flow: Callable[..., dict[str, Any]]
     err = Console(stderr=True)
 
     def fail(message: str) -> None:
-        err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+        err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(1)
 
     policy_app = typer.Typer(help="Validate, show and compare criteria policies.", no_args_is_help=True)
@@ -96,12 +96,11 @@ def register(app: typer.Typer, *, reclassify_flow: Callable[..., dict[str, Any]]
         if not changes:
             out.print("no differences")
             return
-        table = Table(title=f"v{first.version} -> v{second.version}")
-        for column in ("field", str(a), str(b)):
-            table.add_column(column, overflow="fold")
+        out.print(f"v{first.version} ({first.hash[:12]}) -> v{second.version} ({second.hash[:12]}): "
+                  f"{len(changes)} change(s)", highlight=False)
         for path, x, y in changes:
-            table.add_row(path, json.dumps(x, ensure_ascii=False), json.dumps(y, ensure_ascii=False))
-        out.print(table)
+            out.print(f"  {path}: {json.dumps(x, ensure_ascii=False)} -> {json.dumps(y, ensure_ascii=False)}",
+                      highlight=False, markup=False, soft_wrap=True)
 
     @scan_app.command("classify")
     def scan_classify(
@@ -116,7 +115,7 @@ def register(app: typer.Typer, *, reclassify_flow: Callable[..., dict[str, Any]]
         try:
             count = classify_file(input, output, chosen)
         except AtlasError as error:
-            fail(f"{input}: {error}")
+            fail(str(error))
         err.print(f"classified {count} papers into {output} (policy v{chosen.version})", highlight=False)
 
     @app.command("reclassify")

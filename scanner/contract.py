@@ -101,6 +101,9 @@ def classify_file(input_path: Path, output_path: Path, policy: Policy) -> int:
                 out.write(json.dumps(classify_record(record, policy, extractor), ensure_ascii=False) + "\n")
                 count += 1
         os.replace(tmp_name, output_path)
+    except InputError as error:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise InputError(f"{input_path}: {error}") from None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise

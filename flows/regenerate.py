@@ -26,7 +26,14 @@ def generate_task(parameters: dict[str, Any]) -> dict[str, Any]:
 def regenerate(pmids: list[str] | None = None, since: str | None = None, all: bool = False, dry_run: bool = False,
                max_cost: float | None = None, db_path: str | None = None,
                overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Generate (or dry-run) summaries and attach a report with counts, cost, failures and versions."""
+    """Generate (or dry-run) summaries and attach a report with counts, cost, failures and versions.
+
+    ``overrides`` are settings for this run (e.g. a model or price table). Secrets are refused here:
+    Prefect stores flow parameters, so API keys come only from ``ATLAS_*`` variables or the config file.
+    """
+    secret = sorted(k for k in (overrides or {}) if k.endswith("api_key"))
+    if secret:
+        raise ValueError(f"pass {', '.join(secret)} through the environment, not as a flow parameter")
     parameters = {
         "pmids": pmids or None,
         "since": date.fromisoformat(since) if since else None,

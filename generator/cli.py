@@ -34,8 +34,13 @@ def _since(value: str | None) -> date | None:
 
 
 def register(app: typer.Typer, *, labeler: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
-             **_: Any) -> None:
-    """Add ``regenerate`` and ``generate`` to the root app."""
+             regenerate_flow: Callable[..., dict[str, Any]] | None = None, **_: Any) -> None:
+    """Add ``regenerate`` and ``generate`` to the root app.
+
+    ``regenerate_flow`` (the Prefect flow ``flows.regenerate.regenerate``) runs
+    ``atlas regenerate`` when given, so the run and its report appear in
+    Prefect; without it the command calls the same function directly.
+    """
 
     @app.command("regenerate")
     def regenerate(
@@ -50,9 +55,15 @@ def register(app: typer.Typer, *, labeler: Callable[[dict[str, Any]], dict[str, 
         chosen = [name for name, used in (("--pmid", bool(pmid)), ("--since", since is not None), ("--all", all_)) if used]
         if len(chosen) > 1:
             raise typer.BadParameter(f"use only one of --pmid, --since and --all (got {' and '.join(chosen)})")
+        since_date = _since(since)
         try:
-            counts = run_regeneration(pmids=pmid or None, since=_since(since), regenerate_all=all_, dry_run=dry_run,
-                                    max_cost=max_cost, db_path=db)
+            if regenerate_flow is not None:
+                counts = regenerate_flow(pmids=pmid or None, since=since_date.isoformat() if since_date else None,
+                                         all=all_, dry_run=dry_run, max_cost=max_cost,
+                                         db_path=str(db) if db else None)
+            else:
+                counts = run_regeneration(pmids=pmid or None, since=since_date, regenerate_all=all_,
+                                          dry_run=dry_run, max_cost=max_cost, db_path=db)
         except (ConfigError, InputError) as error:
             _fail(str(error))
             return
@@ -88,5 +99,8 @@ def register(app: typer.Typer, *, labeler: Callable[[dict[str, Any]], dict[str, 
             counts = run_contract(input, output, load_settings(), labeler=labeler)
         except (ConfigError, InputError) as error:
             _fail(str(error))
+            return
+        except AtlasError as error:
+            _fail(f"{type(error).__name__}: {error}", code=1)
             return
         typer.echo(json.dumps(counts))

@@ -19,22 +19,31 @@ _DROP_KEYS = {"title", "default", "examples"}
 
 def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON schema made strict: all properties required, no extra ones, no titles/defaults."""
-    schema = copy.deepcopy(model.model_json_schema())
+    return _tighten(copy.deepcopy(model.model_json_schema()))
 
-    def tighten(node: Any) -> Any:
-        if isinstance(node, dict):
-            node = {k: tighten(v) for k, v in node.items() if k not in _DROP_KEYS}
-            if node.get("type") == "object" or "properties" in node:
-                node["type"] = "object"
-                node["properties"] = node.get("properties", {})
-                node["required"] = list(node["properties"])
-                node["additionalProperties"] = False
-            return node
-        if isinstance(node, list):
-            return [tighten(item) for item in node]
+
+def _tighten(node: Any) -> Any:
+    """Walk schema nodes structurally, so a property that happens to be called "type" or "properties" is safe."""
+    if not isinstance(node, dict):
         return node
-
-    return tighten(schema)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP_KEYS:
+            continue
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            out[key] = {name: _tighten(sub) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties", "not") and isinstance(value, dict):
+            out[key] = _tighten(value)
+        elif key in ("anyOf", "allOf", "oneOf", "prefixItems") and isinstance(value, list):
+            out[key] = [_tighten(sub) for sub in value]
+        else:
+            out[key] = value
+    if out.get("type") == "object" or "properties" in out:
+        out["type"] = "object"
+        out["properties"] = out.get("properties", {})
+        out["required"] = list(out["properties"])
+        out["additionalProperties"] = False
+    return out
 
 
 _TYPES: dict[str, tuple[type, ...]] = {

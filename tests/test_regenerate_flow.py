@@ -97,3 +97,25 @@ def test_cli_regenerate_dry_run_selection_and_force(tmp_path, monkeypatch):
     assert both.exit_code == 2 and "use only one of --pmid, --since and --all" in both.output
     bad_date = runner.invoke(cli(), ["regenerate", "--since", "yesterday", "--db", str(db)])
     assert bad_date.exit_code == 2 and "is not a date" in bad_date.output
+
+
+def test_flow_refuses_secrets_as_parameters(tmp_path):
+    import pytest
+
+    from flows.regenerate import regenerate
+
+    with pytest.raises(ValueError, match="through the environment"):
+        regenerate(db_path=str(tmp_path / "x.duckdb"), overrides={"llm_api_key": "not-a-real-key"})
+
+
+def test_cli_runs_the_flow_when_the_composition_root_supplies_it(tmp_path):
+    from flows.regenerate import regenerate
+
+    db = tmp_path / "atlas.duckdb"
+    load_papers(db)
+    app = typer.Typer()
+    register(app, regenerate_flow=regenerate)
+    result = CliRunner().invoke(app, ["regenerate", "--since", "2000-01-01", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "regenerate completed: 12 generated" in result.output
+    assert query(db, "SELECT count(*) FROM current_summaries WHERE backend = 'extractive'") == [(12,)]

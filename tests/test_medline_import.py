@@ -239,3 +239,14 @@ def test_blank_continuation_line_keeps_the_record_together():
     assert first.abstract == "First paragraph of the abstract. Second paragraph after a blank continuation line."
     assert first.languages == ["eng"]
     assert "      \n      Second paragraph" in first.raw_xml
+
+
+def test_other_export_formats_are_refused_with_a_clear_error():
+    from atlas.errors import InputError
+
+    csv = "PMID,Title,Authors\n36987902,Patients over 75 years,Bruserud Ø\n"
+    with pytest.raises(InputError, match="not PubMed-format"):
+        parse_medline(csv)
+    xml = (PUBMED / XML_TWINS["27350240"]).read_bytes()
+    with pytest.raises(InputError, match="not PubMed-format"):
+        parse_medline(xml)

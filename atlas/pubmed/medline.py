@@ -30,6 +30,7 @@ from typing import Union
 
 from Bio import Medline
 
+from atlas.errors import InputError
 from atlas.models import AbstractSection, Author, BadRecord, Paper, content_hash
 from atlas.pubmed.parse import normalise_orcid
 
@@ -47,9 +48,14 @@ def iter_medline(source: MedlineSource) -> Iterator[Paper | BadRecord]:
     """Yield one ``Paper`` (kind ``medline-import``) or ``BadRecord`` per record.
 
     ``source`` is a path, or the export's text itself (``str`` holding a
-    ``PMID-`` line, or ``bytes``).
+    ``PMID-`` line, or ``bytes``). Raises ``InputError`` when the input is
+    not PubMed-format text at all (e.g. a CSV or XML export).
     """
-    for chunk in _record_chunks(_read_text(source)):
+    for index, chunk in enumerate(_record_chunks(_read_text(source))):
+        if index == 0 and not _fields(chunk):
+            raise InputError(
+                "not PubMed-format (MEDLINE) text: the first block has no 'TAG - value' lines such as 'PMID- 12345'"
+            )
         yield _paper_from_chunk(chunk)
 
 

@@ -313,6 +313,37 @@ def demo(
         _fail(str(error))
 
 
+# --- service: a Prefect server, the deployments of prefect.yaml and a worker (atlas/server.py) ---
+
+
+@app.command()
+def server(
+    host: Annotated[str, typer.Option(help="Address the Prefect server binds (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the Prefect API and UI.")] = 4200,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start a worker for the pool.")] = False,
+) -> None:
+    """Run the pipeline as a service: Prefect server, work pool, deployments, worker; Ctrl-C stops it."""
+    from atlas.server import ServiceOptions, run_service
+
+    _prefect_environment()
+    try:
+        raise typer.Exit(run_service(ServiceOptions(host=host, port=port, worker=not no_worker), console))
+    except AtlasError as error:
+        _fail(str(error))
+
+
+@app.command()
+def deploy() -> None:
+    """Apply prefect.yaml's deployments to the running server named by PREFECT_API_URL."""
+    from atlas.server import deploy_to_configured_server
+
+    _prefect_environment()
+    try:
+        deploy_to_configured_server(console)
+    except AtlasError as error:
+        _fail(str(error))
+
+
 def main() -> None:
     try:
         app()

@@ -11,6 +11,8 @@ into a temporary DuckDB file and runs ``generate_pending`` three ways:
     seeded RNG, with few retries allowed so some papers run out of them. Every
     paper must end ``ok`` or an explicit ``failed`` row; a re-run with the faults
     gone must complete the failed ones. Prints the counts.
+(d) the offline extractive backend over the same papers: papers per second
+    (generate, check and store; no target, a figure to watch).
 
     .venv/bin/python bench/bench_generate.py [--papers 240] [--latency 0.3] [--concurrency 8]
 """
@@ -125,6 +127,15 @@ def main() -> int:
               f"(ok {second['ok']}, failed {second['failed']}); current summaries {current}")
         ok &= second["generated"] == first["failed"] and current.get("failed", 0) == 0
         ok &= sum(current.values()) == args.papers
+        store.close()
+
+        # (d) offline extractive backend
+        store = fresh_store(directory, "extractive", papers)
+        started = time.perf_counter()
+        offline = generate_pending(store, Settings(db_path=store.path), run_id="offline")
+        elapsed = time.perf_counter() - started
+        print(f"(d) extractive backend: {offline['generated']} papers in {elapsed:.2f}s = "
+              f"{offline['generated'] / elapsed:.0f} papers/s (ok {offline['ok']}, flagged {offline['flagged']})")
         store.close()
     print("all targets met" if ok else "TARGET MISSED")
     return 0 if ok else 1

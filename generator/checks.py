@@ -117,17 +117,23 @@ _KNOWN_TERMS = re.compile(
 )
 
 
+_NON_LETTERS = re.compile(r"[^a-z]")
+_SILENT_ENDING = re.compile(r"(?:[^laeiouy]es|[^laeiouy]ed|[^laeiouy]e)$")
+_VOWEL_GROUP = re.compile(r"[aeiouy]{1,2}")
+_COMPOUND = re.compile(r"[-/]")
+
+
 def count_syllables(word: str) -> int:
     """Syllables in an English word by vowel groups, with the usual silent-ending corrections."""
-    letters = re.sub(r"[^a-z]", "", word.lower())
+    letters = _NON_LETTERS.sub("", word.lower())
     if not letters:
         return 1  # numbers and symbols read as one beat
     if len(letters) <= 3:
         return 1
-    trimmed = re.sub(r"(?:[^laeiouy]es|[^laeiouy]ed|[^laeiouy]e)$", "", letters)
-    trimmed = re.sub(r"^y", "", trimmed)
-    groups = re.findall(r"[aeiouy]{1,2}", trimmed)
-    return max(1, len(groups))
+    trimmed = _SILENT_ENDING.sub("", letters)
+    if trimmed.startswith("y"):
+        trimmed = trimmed[1:]
+    return max(1, len(_VOWEL_GROUP.findall(trimmed)))
 
 
 def reading_grade(text: str) -> float:
@@ -138,9 +144,12 @@ def reading_grade(text: str) -> float:
     if not sentences or not tokens:
         return 0.0
     syllables = 0
+    seen: dict[str, int] = {}
     for token in tokens:
-        # hyphenated and slashed compounds are read as their parts
-        syllables += sum(count_syllables(part) for part in re.split(r"[-/]", token) if part)
+        if token not in seen:
+            # hyphenated and slashed compounds are read as their parts
+            seen[token] = sum(count_syllables(part) for part in _COMPOUND.split(token) if part)
+        syllables += seen[token]
     return 0.39 * (len(tokens) / len(sentences)) + 11.8 * (syllables / len(tokens)) - 15.59
 
 

@@ -119,10 +119,11 @@ def _grade_ok(texts: list[str], policy: checks.CheckPolicy) -> bool:
     return checks.reading_grade("\n".join(texts)) <= policy.max_reading_grade
 
 
-def summarise(paper: PaperInput, policy: checks.CheckPolicy | None = None) -> SummaryFields:
+def summarise(paper: PaperInput, policy: checks.CheckPolicy | None = None,
+              facts: checks.SourceFacts | None = None) -> SummaryFields:
     """Fill the summary fields from the paper's own sentences and design-specific framing."""
     policy = policy or checks.CheckPolicy()
-    facts = checks.source_facts(paper.title, paper.abstract, paper.methods, paper.labels)
+    facts = facts or checks.source_facts(paper.title, paper.abstract, paper.methods, paper.labels)
     design = facts.design
     labels = paper.labels or {}
     pem = labels.get("pem")

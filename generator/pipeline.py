@@ -107,8 +107,8 @@ def input_hash(paper: PaperInput, *, prompt_hash: str, settings_used: dict[str, 
 
 
 def _finish(outcome: SummaryOutcome, fields: SummaryFields, paper: PaperInput, notice: str,
-            policy: checks.CheckPolicy) -> SummaryOutcome:
-    facts = checks.source_facts(paper.title, paper.abstract, paper.methods, paper.labels)
+            policy: checks.CheckPolicy, facts: checks.SourceFacts | None = None) -> SummaryOutcome:
+    facts = facts or checks.source_facts(paper.title, paper.abstract, paper.methods, paper.labels)
     results = checks.run_checks(fields.model_dump(), facts, policy=policy)
     outcome.status, outcome.reasons = checks.verdict(results)
     outcome.checks = [r.as_dict() for r in results]
@@ -134,8 +134,9 @@ class ExtractiveBackend:
         outcome = SummaryOutcome(pmid=paper.pmid, content_hash=paper.content_hash, input_hash=input_hash,
                                  prompt_hash=self.prompt_hash, backend=self.name, model=self.model,
                                  status="ok", labels=normalise_labels(paper.labels))
-        fields = extractive.summarise(paper, self.policy)
-        return _finish(outcome, fields, paper, EXTRACTIVE_NOTICE, self.policy)
+        facts = checks.source_facts(paper.title, paper.abstract, paper.methods, paper.labels)
+        fields = extractive.summarise(paper, self.policy, facts)
+        return _finish(outcome, fields, paper, EXTRACTIVE_NOTICE, self.policy, facts)
 
 
 class LLMBackend:

@@ -172,11 +172,15 @@ _DESIGN_CUES: tuple[tuple[str, str], ...] = (
 )
 
 
+_DESIGN_PATTERNS = tuple((design, re.compile(pattern, re.IGNORECASE)) for design, pattern in _DESIGN_CUES)
+
+
 def detect_design(text: str | None) -> str:
     """Study design named in the text, or ``unknown``. Used only when the scanner gave no label."""
-    for design, pattern in _DESIGN_CUES:
-        if text and re.search(pattern, text, re.IGNORECASE):
-            return design
+    if text:
+        for design, pattern in _DESIGN_PATTERNS:
+            if pattern.search(text):
+                return design
     return "unknown"
 
 

@@ -48,7 +48,7 @@ _INSTRUCTION = re.compile(
 _COMMAND = re.compile(r"^(?:please\s+)?(?:say|state|write|reply(?: only)? with|respond(?: only)? with|output|print)"
                       r"(?:\s+that)?[:\s]+", re.IGNORECASE)
 _RISKY = re.compile(
-    r"\b(cur(?:e|es|ed|ing)|proves?|proven|caus(?:e|es|ed|ing)|leads? to|led to|results? in|revers\w*|prevents?|"
+    r"\b(cur(?:e|es|ed|ing)|proves?|proven|caus(?:e|es|ed|ing)|leads? to|led to|results? in|resulted in|revers\w*|prevents?|"
     r"effective|should|must|recommend|consult|ignore|instructions?)\b",
     re.IGNORECASE,
 )

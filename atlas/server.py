@@ -119,6 +119,25 @@ def prefect_environment(base: Mapping[str, str], *, api_url: str | None = None,
     return env
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on, before the health check could reach that instead."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port {port} is not a TCP port")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise ConfigError(f"--host {host!r} is not an address this machine can bind: {error}") from error
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise ConfigError(f"{host}:{port} is already in use ({error.strerror}): another Prefect server? "
+                              "Stop it or pick another --port") from error
+
+
 def api_url_for(host: str, port: int) -> str:
     """The URL clients use; a wildcard bind address is reached over loopback."""
     connect = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
@@ -419,8 +438,7 @@ def run_service(options: ServiceOptions, console: Any, *, poll_interval: float =
     step that fails, raises ``PrefectServiceError`` after the others are stopped.
     """
     project_dir = find_project_dir(options.project_dir, options.environ)
-    if not 0 < options.port < 65536:
-        raise ConfigError(f"--port {options.port} is not a TCP port")
+    ensure_port_free(options.host, options.port)
     api_url = api_url_for(options.host, options.port)
     env = prefect_environment(options.environ, api_url=api_url, project_dir=project_dir)
     children: list[tuple[str, subprocess.Popen, float]] = []
@@ -484,14 +502,19 @@ def _deployments_table(deployments: list[dict[str, Any]], seconds: float) -> Any
     return table
 
 
-def deploy_to_configured_server(console: Any, *, project_dir: Path | None = None, pool: str = WORK_POOL) -> DeployResult:
-    """``atlas deploy``: apply prefect.yaml to the server PREFECT_API_URL names."""
+def deploy_to_configured_server(console: Any, *, project_dir: Path | None = None, pool: str = WORK_POOL,
+                                wait: float = 60.0) -> DeployResult:
+    """``atlas deploy``: apply prefect.yaml to the server PREFECT_API_URL names.
+
+    Waits up to ``wait`` seconds for the API, so it can run right after the
+    server unit starts (systemd ExecStartPre of the worker).
+    """
     api_url = configured_api_url()
     if not api_url:
         raise ConfigError("PREFECT_API_URL is not set: point it at a running server "
                           "(e.g. http://127.0.0.1:4200/api), or run `atlas server`")
     project = find_project_dir(project_dir)
-    wait_until_healthy(api_url, timeout=10.0)
+    wait_until_healthy(api_url, timeout=wait)
     env = prefect_environment(os.environ, api_url=api_url, project_dir=project)
     console.print(f"deploying {project / PREFECT_FILE} to {api_url} ...")
     result = deploy_all(api_url, project, env, pool=pool)

@@ -37,6 +37,7 @@ from atlas.server import (
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT_FILE = REPO / "prefect.yaml"
+NCBI_KEY = "sentinel-ncbi-key-3f9a1c"
 
 
 def _prefect_yaml() -> dict:
@@ -153,6 +154,31 @@ def test_stop_process_kills_descendants_that_left_the_process_group():
         parent.stdout.close()
 
 
+def test_a_port_in_use_is_refused_before_anything_starts():
+    from atlas.server import ensure_port_free
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port} is already in use"):
+            ensure_port_free("127.0.0.1", port)
+    with pytest.raises(ConfigError, match="not a TCP port"):
+        ensure_port_free("127.0.0.1", 70000)
+
+
+def test_atlas_deploy_without_a_server_url_says_so():
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from atlas.cli import app
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        result = CliRunner().invoke(app, ["deploy"])
+    assert result.exit_code == 1
+    assert "PREFECT_API_URL is not set" in result.output
+
+
 def test_health_wait_fails_fast_when_the_server_process_dies():
     from atlas.server import PrefectServiceError
 
@@ -210,6 +236,10 @@ def test_atlas_server_runs_the_nightly_deployment_on_a_real_prefect_server(tmp_p
         # Were the overrides lost, the flow would fall back to these and never touch the repo or NCBI.
         "ATLAS_DATA_DIR": str(fallback),
         "ATLAS_EUTILS_URL": "http://127.0.0.1:9/",
+        # A secret reaches flow runs through the worker's environment (an EnvironmentFile in
+        # production), never through the Prefect API: the fake accepts only this key.
+        "ATLAS_NCBI_API_KEY": NCBI_KEY,
+        "PREFECT_LOGGING_TO_API_ENABLED": "true",  # flow logs land in the server's database, checked below
     }
     env.pop("PREFECT_API_URL", None)
     log_path = tmp_path / "atlas-server.log"
@@ -252,7 +282,7 @@ def test_atlas_server_runs_the_nightly_deployment_on_a_real_prefect_server(tmp_p
             with pytest.raises(PrefectHTTPStatusError, match="'start' is a required property"):
                 client.create_flow_run_from_deployment(deployments["backfill/backfill"].id, parameters={})
 
-            with FakeEutils(sample_corpus, rate_limit=3.0) as fake:
+            with FakeEutils(sample_corpus, rate_limit=3.0, api_keys={NCBI_KEY}) as fake:
                 overrides = {"data_dir": str(data_dir), "eutils_url": fake.url, "ncbi_email": "test@example.org"}
                 flow_run = client.create_flow_run_from_deployment(
                     nightly.id, parameters={"as_of": "2025-08-31", "overrides": overrides})
@@ -264,6 +294,7 @@ def test_atlas_server_runs_the_nightly_deployment_on_a_real_prefect_server(tmp_p
                     time.sleep(0.5)
                     flow_run = client.read_flow_run(flow_run.id)
                 served = set(fake.pmids())
+                keys_sent = {request.params.get("api_key") for request in fake.requests}
             assert flow_run.state.is_completed(), \
                 f"{flow_run.state.name}: {flow_run.state.message}\n{_log_tail(log_path)}"
         elapsed_to_completed = time.monotonic() - started
@@ -280,6 +311,17 @@ def test_atlas_server_runs_the_nightly_deployment_on_a_real_prefect_server(tmp_p
         assert len(pmids) == counts["inserted"] == counts["found"] > 10
         assert pmids <= served
         assert not fallback.exists()
+        assert keys_sent == {NCBI_KEY}
+
+        # `atlas deploy` re-applies prefect.yaml to the running server: same deployments, updated in place.
+        redeploy = subprocess.run(
+            [sys.executable, "-c", "from atlas.cli import main; main()", "deploy"],
+            cwd=tmp_path, env={**env, "PREFECT_API_URL": api_url}, capture_output=True, text=True, timeout=120)
+        assert redeploy.returncode == 0, redeploy.stdout + redeploy.stderr
+        assert "nightly/nightly" in redeploy.stdout
+        with SyncPrefectClient(api_url) as client:
+            assert client.read_deployment_by_name("nightly/nightly").id == nightly.id
+            assert len(client.read_deployments()) == 4
 
         # Ctrl-C: the worker stops, then the server, and nothing it started is left behind.
         os.kill(service.pid, signal.SIGINT)
@@ -287,6 +329,13 @@ def test_atlas_server_runs_the_nightly_deployment_on_a_real_prefect_server(tmp_p
         log_text = log_path.read_text()
         assert "worker stopped (exit 0)" in log_text and "Prefect server stopped (exit 0)" in log_text
         assert seen and not [pid for pid in seen if _alive(pid)]
+
+        secret = NCBI_KEY.encode()
+        written = [path for root in (tmp_path / "prefect-home", data_dir) for path in root.rglob("*") if path.is_file()]
+        prefect_db = b"".join(path.read_bytes() for path in written if path.name.startswith("prefect.db"))
+        assert b"PMIDs to fetch" in prefect_db  # the flow's own log lines are in there, so the check below bites
+        assert not [path for path in written if secret in path.read_bytes()]
+        assert secret not in log_path.read_bytes()
         print(f"\nnightly run COMPLETED {elapsed_to_completed:.1f} s after `atlas server` started; "
               f"whole test {time.monotonic() - started:.1f} s")
     finally:

@@ -85,9 +85,13 @@ class SummaryOutcome:
 
 
 class Backend(Protocol):
+    """What the pipeline needs from a summary backend."""
+
     name: str
     model: str
     prompt_hash: str
+
+    def input_hash(self, paper: PaperInput) -> str: ...
 
     def generate(self, paper: PaperInput, input_hash: str) -> SummaryOutcome: ...
 
@@ -256,7 +260,7 @@ def estimate_call(backend: LLMBackend, paper: PaperInput, prices: dict[str, dict
 @dataclass(slots=True)
 class _Job:
     paper: PaperInput
-    backend: Any
+    backend: Backend
     input_hash: str
     estimate_usd: float = 0.0
 

@@ -255,7 +255,7 @@ DESIGN_PATTERNS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("protocol", "strong", r"\bprotocol\b", ("title",)),
     ("meta_analysis", "strong", r"\bmeta[\s-]?analy(?:sis|ses|tic)\b", _TA),
     ("review", "strong", r"(?<!and )\breview\b|\boverview\b|\bevidence\s+summary\b|\bstate\s+of\s+the\s+art\b", ("title",)),
-    ("review", "strong", r"(?<!previous )(?<!prior )(?<!recent )(?<!earlier )(?<!existing )\b(?:systematic|scoping|"
+    ("review", "strong", r"\b(?:systematic|scoping|"
                          r"narrative|literature|umbrella|rapid|integrative|critical|comprehensive|mini)[\s-]+review\b|"
                          r"\bthis\s+review\b|\bin\s+this\s+review\b|\bwe\s+review\w*\b|\bthe\s+present\s+review\b|"
                          r"\b(?:aims?|aimed)\s+to\s+review\b|\bthis\s+article\s+(?:reviews|summari[sz]es|discusses)\b|"
@@ -317,6 +317,91 @@ POPULATION_PATTERNS: list[tuple[str, str]] = [
                    r"\bpost[\s-]+COVID[\s-]+19\s+condition\b|\bpost-COVID-19\b|\bLong\s+Covid\b"),
 ]
 
+# Cheap gates: a pattern runs on a source only if one of its words occurs there (a substring test
+# on the lower-cased text, or on the text itself for words written "=LIKE_THIS"). Most abstracts
+# name no definition, so most patterns never run: this is what keeps extraction fast.
+DEFINITION_GATES: dict[str, tuple[str, ...]] = {
+    "fukuda_1994": ("fukuda", "study group", "cdc", "disease control"),
+    "holmes_1988": ("holmes", "cdc", "disease control"),
+    "nice_2021": ("nice", "excellence", "ng206", "ng 206"),
+    "nice_2007": ("nice", "excellence", "cg53", "cg 53"),
+    "icc_2011": ("carruthers", "international consensus", "icc"),
+    "ccc_2003": ("carruthers", "canadian", "ccc"),
+    "iom_2015": ("=IOM", "institute of medicine", "academ", "=NAM", "exertion intolerance", "=SEID"),
+    "oxford_1991": ("oxford", "sharpe"),
+    "london": ("london", "dowsett"),
+    "ramsay": ("ramsay",),
+    "reeves_2005": ("empiric", "reeves"),
+    "pediatric_2006": ("ediatric", "jason"),
+    "other": ("australian", "lloyd", "g93", "8e49", "japanese"),
+    "nice": ("nice", "excellence"),
+    "cdc": ("cdc", "disease control"),
+}
+DESIGN_GATES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("protocol", "strong"): ("protocol", "will be"),
+    ("meta_analysis", "strong"): ("meta",),
+    ("review", "strong"): ("review", "overview", "summary", "state of the art", "prisma", "searched"),
+    ("case_definition", "strong"): ("definition", "criteria", "guidelines", "redefining", "panel", " name"),
+    ("commentary", "strong"): ("comment", "editorial", "letter", "reply", "response", "correspondence", "viewpoint",
+                               "perspective", "opinion", "memoriam", "erratum", "correction", "retraction",
+                               "notification", "news", "scientists", "essay"),
+    ("case_report", "strong"): ("case", "year-old", "year old", "personal experience", "we report", "we describe",
+                                "we present"),
+    ("rct", "strong"): ("random", "rct", "placebo"),
+    ("other", "strong"): ("mendelian", "qualitative", "focus group", "semi-structured", "semi structured", "in vitro",
+                          "mice", "mouse", " rat", "rodent", "animal model", "open-label", "open label", "single-arm",
+                          "single arm", "non-random", "nonrandom", "non random", "quasi", "uncontrolled", "in silico",
+                          "twitter"),
+    ("case_control", "strong"): ("control",),
+    ("cohort", "strong"): ("cohort", "prospective", "retrospective", "longitudinal", "population", "observational",
+                           "registry", "follow"),
+    ("cross_sectional", "strong"): ("cross", "survey", "questionnaire", "psychometric", "rasch", "validation",
+                                    "factor analys", "descriptive"),
+    ("case_control", "weak"): ("control", "=HC"),
+    ("cohort", "weak"): ("cohort", "prospective", "longitudinal", "follow", "retrospective", "registry", "population",
+                         "database", "claims", "health record", "records of"),
+    ("other", "weak"): ("omics", "learning", "modeling", "modelling", "pilot"),
+}
+POPULATION_GATES: dict[str, tuple[str, ...]] = {
+    "paediatric": ("child", "adolescen", "ediatric", "youth", "teenager", "juvenile", "young people", "school",
+                   "minors"),
+    "adult": ("adult", "aged", "18 years"),
+    "long_covid": ("covid", "=PASC", "sequelae"),
+}
+PEM_TERM_GATE: tuple[str, ...] = ("exertion", "=PEM", "=PESE", "=PENE")
+PEM_MEASURE_GATE: tuple[str, ...] = ("depaul", "dsq", "cpet", "cardiopulmonary")
+
+
+class Gate:
+    """Words of which one must occur for a pattern to be worth running."""
+
+    __slots__ = ("folded", "exact")
+
+    def __init__(self, words: tuple[str, ...]) -> None:
+        self.folded = tuple(w for w in words if not w.startswith("="))
+        self.exact = tuple(w[1:] for w in words if w.startswith("="))
+
+    def open(self, text: str, lower: str) -> bool:
+        for word in self.folded:
+            if word in lower:
+                return True
+        for word in self.exact:
+            if word in text:
+                return True
+        return False
+
+    def sentences(self, text: str, lower: str, starts: list[int]) -> list[int]:
+        """Indices of the sentences holding one of the words, in order (patterns then run only there)."""
+        found: set[int] = set()
+        for words, haystack in ((self.folded, lower), (self.exact, text)):
+            for word in words:
+                at = haystack.find(word)
+                while at >= 0:
+                    found.add(max(0, bisect.bisect_right(starts, at) - 1))
+                    at = haystack.find(word, at + 1)
+        return sorted(found)
+
+
 CLASSIFICATION = re.compile(
     r"(?:\d+(?:\.\d+)?\s?%|\bproportion\b|\bsubset\b|\bminority\b|\bmajority\b|\bprevalence\b|\bonly\s+(?:a\s+)?"
     r"(?:few|some)\b).{0,80}?\b(?:met|meet|meeting|satisf\w+|fulfil\w*)\b.{0,40}?\bcriteria\b|"
@@ -331,6 +416,7 @@ _SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s+(?=[A-Z0-9(\[\"'“‘])|\n\
 _WORD_BEFORE = re.compile(r"([A-Za-z.]+)\.$")
 _ICC_NUMERIC_AFTER = re.compile(r"^\s*(?:[=<>≥≤]|\(\s*95|of\s+0?\.\d|was\s+0?\.\d|values?\b|0?\.\d|for\s+\w+\s+was)")
 _CDC_CRITERIA_AHEAD = re.compile(rf"^[^.;:]{{0,40}}?\b(?i:{_CRIT})\b")
+_EARLIER_WORK = re.compile(r"\b(?:previous|prior|recent|earlier|existing)\s+$", _I)
 _COMPARED_AFTER = re.compile(
     r"[^.;]{0,40}?\b(?:(?:were|was|are)\s+(?:compared|contrasted)(?!\s+(?:with|to)\s+[^.;]{0,40}?\b(?:controls?|"
     r"patients|participants|subjects|individuals|people|volunteers|groups?)\b)|differ(?:ed|s)?\b|overlap(?:ped|s)?\b|"
@@ -355,31 +441,28 @@ class Patterns:
     """Every compiled pattern the extractor uses, built once and shared across papers."""
 
     def __init__(self) -> None:
-        parts = []
-        self.keys: dict[str, str] = {}
-        for index, (key, pattern) in enumerate(DEFINITION_PATTERNS):
-            name = f"d{index}"
-            self.keys[name] = key
-            parts.append(f"(?P<{name}>{pattern})")
-        self.definitions = re.compile("|".join(parts))
-        # one regex per (source, strength): alternatives of other sources must not consume text
-        self.designs: dict[tuple[str, str], tuple[re.Pattern[str], dict[str, str]]] = {}
+        # definitions: one regex per key, each behind its gate; "d<index>" groups keep the table order,
+        # which breaks ties between matches that start at the same place (specific patterns first)
+        self.definitions: list[tuple[Gate, re.Pattern[str]]] = []
+        for key, words in DEFINITION_GATES.items():
+            parts = [f"(?P<d{i}>{pattern})" for i, (k, pattern) in enumerate(DEFINITION_PATTERNS) if k == key]
+            self.definitions.append((Gate(words), re.compile("|".join(parts))))
+        self.definition_keys = {f"d{i}": key for i, (key, _) in enumerate(DEFINITION_PATTERNS)}
+        # designs: one regex per (source, strength, design) behind its gate; other sources' alternatives
+        # must not consume text
+        self.designs: dict[tuple[str, str], list[tuple[Gate, str, re.Pattern[str]]]] = {}
         for source in ("title", "abstract", "methods"):
             for strength in ("strong", "weak"):
-                parts, keys = [], {}
-                for index, (design, cue_strength, pattern, sources) in enumerate(DESIGN_PATTERNS):
-                    if cue_strength == strength and source in sources:
-                        keys[f"s{index}"] = design
-                        parts.append(f"(?P<s{index}>{pattern})")
-                if parts:
-                    self.designs[(source, strength)] = (re.compile("|".join(parts), _I | re.MULTILINE), keys)
-        pop_parts = []
-        self.population_keys: dict[str, str] = {}
-        for index, (value, pattern) in enumerate(POPULATION_PATTERNS):
-            name = f"p{index}"
-            self.population_keys[name] = value
-            pop_parts.append(f"(?P<{name}>{pattern})")
-        self.population = re.compile("|".join(pop_parts), _I)
+                entries = []
+                for design in dict.fromkeys(d for d, st, _, srcs in DESIGN_PATTERNS if st == strength and source in srcs):
+                    patterns = [p for d, st, p, srcs in DESIGN_PATTERNS if d == design and st == strength and source in srcs]
+                    entries.append((Gate(DESIGN_GATES[(design, strength)]), design,
+                                    re.compile("|".join(f"(?:{p})" for p in patterns), _I | re.MULTILINE)))
+                self.designs[(source, strength)] = entries
+        self.population = [(Gate(POPULATION_GATES[value]), value, re.compile(pattern, _I))
+                           for value, pattern in POPULATION_PATTERNS]
+        self.pem_term_gate = Gate(PEM_TERM_GATE)
+        self.pem_measure_gate = Gate(PEM_MEASURE_GATE)
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
@@ -425,20 +508,23 @@ class Extractor:
             text = paper.source(source)
             if not text:
                 continue
+            lower = text.lower()
             sentences = split_sentences(text)
             starts = [s for s, _ in sentences]
-            self._definitions(text, source, sentences, starts, facts, group_counter)
-            self._pem(text, source, sentences, starts, facts)
-            self._designs(text, source, sentences, starts, facts)
-            self._population(text, source, sentences, starts, facts)
-            self._classifications(text, source, facts)
+            self._definitions(text, lower, source, sentences, starts, facts, group_counter)
+            self._pem(text, lower, source, sentences, starts, facts)
+            self._designs(text, lower, source, sentences, starts, facts)
+            self._population(text, lower, source, sentences, starts, facts)
+            self._classifications(text, lower, source, sentences, facts)
         self._list_designs(paper, facts)
         return facts
 
     # -- definitions ------------------------------------------------------------------------
-    def _definitions(self, text: str, source: str, sentences: list[tuple[int, int]], starts: list[int],
+    def _definitions(self, text: str, lower: str, source: str, sentences: list[tuple[int, int]], starts: list[int],
                      facts: Facts, group_counter: list[int]) -> None:
-        matches = self._definition_matches(text)
+        if not sentences:
+            return
+        matches = self._definition_matches(text, lower, sentences, starts)
         if not matches:
             return
         by_sentence: dict[int, list[_Match]] = {}
@@ -451,15 +537,25 @@ class Extractor:
             s_start, s_end = sentences[index]
             self._sentence_mentions(text, source, s_start, s_end, found, facts, group_counter)
 
-    def _definition_matches(self, text: str) -> list[_Match]:
+    def _definition_matches(self, text: str, lower: str, sentences: list[tuple[int, int]],
+                            starts: list[int]) -> list[_Match]:
+        candidates: list[tuple[int, int, int, str]] = []
+        for gate, pattern in self.p.definitions:
+            if not gate.open(text, lower):
+                continue
+            for index in gate.sentences(text, lower, starts):
+                s_start, s_end = sentences[index]
+                for m in pattern.finditer(text, s_start, s_end):
+                    name = m.lastgroup  # type: ignore[assignment]
+                    candidates.append((m.start(), int(name[1:]), m.end(), self.p.definition_keys[name]))
+        candidates.sort()
         found: list[_Match] = []
-        lower = None
-        for m in self.p.definitions.finditer(text):
-            key = self.p.keys[m.lastgroup]  # type: ignore[index]
-            start, end = m.span()
+        taken_until = -1
+        for start, _index, end, key in candidates:
+            if start < taken_until:
+                continue  # inside a match that starts earlier (or is listed first at the same place)
+            taken_until = end
             if key == "icc_2011" and text[start:start + 3] == "ICC" and not text[start:end].endswith(("a", "n")):
-                if lower is None:
-                    lower = text.lower()
                 if _ICC_NUMERIC_AFTER.match(text[end:end + 30]) or (
                         ("intraclass" in lower or "intra-class" in lower) and "international consensus" not in lower):
                     continue
@@ -566,9 +662,14 @@ class Extractor:
         return "background"
 
     # -- PEM --------------------------------------------------------------------------------
-    def _pem(self, text: str, source: str, sentences: list[tuple[int, int]], starts: list[int], facts: Facts) -> None:
+    def _pem(self, text: str, lower: str, source: str, sentences: list[tuple[int, int]], starts: list[int],
+             facts: Facts) -> None:
         seen: set[int] = set()
-        hits = [m.start() for m in PEM_TERM.finditer(text)] + [m.start() for m in PEM_MEASURE_ONLY.finditer(text)]
+        hits: list[int] = []
+        if self.p.pem_term_gate.open(text, lower):
+            hits.extend(m.start() for m in PEM_TERM.finditer(text))
+        if self.p.pem_measure_gate.open(text, lower):
+            hits.extend(m.start() for m in PEM_MEASURE_ONLY.finditer(text))
         for position in hits:
             index = max(0, bisect.bisect_right(starts, position) - 1)
             if index in seen or index >= len(sentences):
@@ -584,26 +685,27 @@ class Extractor:
                                           quote=text[q_start:q_end]))
 
     # -- design -----------------------------------------------------------------------------
-    def _designs(self, text: str, source: str, sentences: list[tuple[int, int]], starts: list[int],
+    def _designs(self, text: str, lower: str, source: str, sentences: list[tuple[int, int]], starts: list[int],
                  facts: Facts) -> None:
+        if not sentences:
+            return
         for strength in ("strong", "weak"):
-            compiled = self.p.designs.get((source, strength))
-            if compiled is None:
-                continue
-            pattern, keys = compiled
-            seen: set[str] = set()
-            for m in pattern.finditer(text):
-                design = keys[m.lastgroup]  # type: ignore[index]
-                if design in seen:
+            for gate, design, pattern in self.p.designs[(source, strength)]:
+                if not gate.open(text, lower):
                     continue
-                if design == "rct" and re.search(r"mendelian\s*$", text[max(0, m.start() - 12):m.start()], _I):
-                    continue
-                seen.add(design)
-                index = max(0, bisect.bisect_right(starts, m.start()) - 1)
-                s_start, s_end = sentences[index] if sentences else (0, len(text))
-                q_start, q_end = _quote_window(text, s_start, s_end, m.start(), m.end())
-                facts.designs.append(DesignCue(design=design, basis=source if strength == "strong" else "text_hint",
-                                               source=source, start=q_start, end=q_end, quote=text[q_start:q_end]))
+                for index in gate.sentences(text, lower, starts):
+                    s_start, s_end = sentences[index]
+                    m = pattern.search(text, s_start, s_end)
+                    while m is not None and (
+                            (design == "rct" and re.search(r"mendelian\s*$", text[max(0, m.start() - 12):m.start()], _I))
+                            or (design == "review" and _EARLIER_WORK.search(text, max(0, m.start() - 12), m.start()))):
+                        m = pattern.search(text, m.end(), s_end)  # "Mendelian randomization", "previous reviews"
+                    if m is None:
+                        continue
+                    q_start, q_end = _quote_window(text, s_start, s_end, m.start(), m.end())
+                    facts.designs.append(DesignCue(design=design, basis=source if strength == "strong" else "text_hint",
+                                                   source=source, start=q_start, end=q_end, quote=text[q_start:q_end]))
+                    break  # the first cue of a design in a source is its evidence
 
     def _list_designs(self, paper: PaperText, facts: Facts) -> None:
         for source, table, basis in (("publication_types", PUBLICATION_TYPE_DESIGN, "publication_type"),
@@ -622,28 +724,34 @@ class Extractor:
                                                    end=start + len(item), quote=item))
 
     # -- population -------------------------------------------------------------------------
-    def _population(self, text: str, source: str, sentences: list[tuple[int, int]], starts: list[int],
+    def _population(self, text: str, lower: str, source: str, sentences: list[tuple[int, int]], starts: list[int],
                     facts: Facts) -> None:
         have = {p.value for p in facts.population}
-        for m in self.p.population.finditer(text):
-            value = self.p.population_keys[m.lastgroup]  # type: ignore[index]
-            if value in have:
+        for gate, value, pattern in self.p.population:
+            if value in have or not gate.open(text, lower):
                 continue
-            have.add(value)
+            m = pattern.search(text)
+            if m is None:
+                continue
             index = max(0, bisect.bisect_right(starts, m.start()) - 1)
             s_start, s_end = sentences[index] if sentences else (0, len(text))
             q_start, q_end = _quote_window(text, s_start, s_end, m.start(), m.end())
             facts.population.append(PopulationCue(value=value, source=source, start=q_start, end=q_end,
                                                   quote=text[q_start:q_end]))
 
-    def _classifications(self, text: str, source: str, facts: Facts) -> None:
-        lowered = text.lower()
-        if "criteria" not in lowered and "diagnosed in" not in lowered:
+    def _classifications(self, text: str, lower: str, source: str, sentences: list[tuple[int, int]],
+                         facts: Facts) -> None:
+        if "criteria" not in lower and "diagnosed in" not in lower:
             return
-        for m in CLASSIFICATION.finditer(text):
-            facts.classifications.append(Classification(source=source, start=m.start(), end=m.end(),
-                                                        quote=text[m.start():m.end()]))
-            break
+        for s_start, s_end in sentences:
+            piece = lower[s_start:s_end]
+            if "criteria" not in piece and "diagnosed in" not in piece:
+                continue
+            m = CLASSIFICATION.search(text, s_start, s_end)
+            if m:
+                facts.classifications.append(Classification(source=source, start=m.start(), end=m.end(),
+                                                            quote=text[m.start():m.end()]))
+                return
 
 
 def _only_filler(between: str) -> bool:

@@ -238,8 +238,9 @@ def deploy_all(api_url: str, project_dir: Path, env: Mapping[str, str], *, pool:
                timeout: float = 600.0) -> DeployResult:
     """Apply every deployment in the checkout's prefect.yaml, then check the server has each one.
 
-    ``prefect deploy`` skips a prefect.yaml it cannot validate with only a
-    warning, so success is judged by what the server holds afterwards.
+    ``prefect deploy`` reports a prefect.yaml it cannot validate only as a
+    warning (and then fails for want of an entrypoint), so that warning is
+    turned into the error, and success is judged by what the server holds.
     """
     prefect_file = project_dir / PREFECT_FILE
     expected = deployment_names(prefect_file)
@@ -256,7 +257,9 @@ def deploy_all(api_url: str, project_dir: Path, env: Mapping[str, str], *, pool:
     except subprocess.TimeoutExpired as error:
         raise PrefectServiceError(f"prefect deploy did not finish in {timeout:.0f} s") from error
     output = (done.stdout or "") + (done.stderr or "")
-    if done.returncode != 0 or "Skipping deployment configuration" in output:
+    if "Skipping deployment configuration" in output:
+        raise PrefectServiceError(f"{prefect_file} does not match Prefect's schema:\n{_tail(output)}")
+    if done.returncode != 0:
         raise PrefectServiceError(f"prefect deploy failed (exit {done.returncode}):\n{_tail(output)}")
     stored = read_deployments(api_url, expected)
     missing = sorted(set(expected) - {item["name"] for item in stored})

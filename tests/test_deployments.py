@@ -52,7 +52,7 @@ def _deployment(name: str) -> dict:
 
 
 def test_prefect_yaml_passes_prefects_own_schema():
-    """`prefect deploy` skips a file its model rejects with only a warning; this pins the file to that model."""
+    """`prefect deploy` only warns about a file its model rejects; this pins the file to that model."""
     from prefect.cli.deploy._models import PrefectYamlModel, RawScheduleConfig
 
     model = PrefectYamlModel.model_validate(_prefect_yaml())
@@ -186,6 +186,42 @@ def test_health_wait_fails_fast_when_the_server_process_dies():
     dead.wait()
     with pytest.raises(PrefectServiceError, match="exited with status 3"):
         wait_until_healthy(api_url_for("127.0.0.1", _free_port()), dead, timeout=30)
+
+
+def test_service_files_agree_with_the_project():
+    """deploy/ cannot run here (no Docker daemon, no systemd as PID 1): keep its names in step with the code."""
+    import tomllib
+
+    from atlas.cli import app
+
+    deploy_dir = REPO / "deploy"
+    commands = {command.name or command.callback.__name__ for command in app.registered_commands}
+    assert {"server", "deploy"} <= commands
+
+    units = {path.name: path.read_text() for path in (deploy_dir / "systemd").glob("*.service")}
+    assert set(units) == {"mecfs-atlas.service", "mecfs-atlas-prefect-server.service", "mecfs-atlas-worker.service"}
+    assert "/.venv/bin/atlas server --host 127.0.0.1" in units["mecfs-atlas.service"]
+    assert "ExecStartPre=/opt/mecfs-atlas/.venv/bin/atlas deploy" in units["mecfs-atlas-worker.service"]
+    for text in units.values():
+        assert "DO_NOT_TRACK=1" in text and "PREFECT_SERVER_ANALYTICS_ENABLED=false" in text
+    for name in ("mecfs-atlas.service", "mecfs-atlas-worker.service"):
+        assert "EnvironmentFile=/etc/mecfs-atlas/atlas.env" in units[name]
+        assert f"{PROJECT_DIR_VARIABLE}=/opt/mecfs-atlas" in units[name]
+    assert f"--pool {WORK_POOL} " in units["mecfs-atlas-worker.service"]
+
+    compose = yaml.safe_load((deploy_dir / "docker-compose.yml").read_text())
+    worker = compose["services"]["worker"]
+    assert f"--pool {WORK_POOL} " in " ".join(worker["command"])
+    assert worker["env_file"] == ["atlas.env"] and worker["environment"][PROJECT_DIR_VARIABLE] == "/app"
+    assert compose["services"]["prefect-server"]["ports"] == ["127.0.0.1:4200:4200"]
+    assert (deploy_dir / ".gitignore").read_text().splitlines()[-1] == "atlas.env"
+
+    # The image copies what pip installs (every package pyproject finds) plus what flow runs read.
+    dockerfile = (deploy_dir / "Dockerfile").read_text()
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")}
+    assert {pattern.rstrip("*") for pattern in packages} | {"policies"} <= copied
+    assert "prefect.yaml" in dockerfile
 
 
 # --------------------------------------------------------------------------- a real server, worker and run

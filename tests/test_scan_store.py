@@ -165,3 +165,14 @@ def test_deleted_papers_leave_the_current_views(store, policy):
     write_batch(store, [Deletion(pmid="200")], run_id="del")
     assert "200" not in current(store)
     assert store.conn.execute("SELECT count(*) FROM current_extractions").fetchone()[0] == 3
+
+
+def test_deciding_in_many_small_batches_decides_everything(store, policy):
+    """Decisions are written between batches on the same connection; every extraction still gets one."""
+    from scanner.pipeline import decide_pending
+
+    scan_pending(store, Settings(fetch_fulltext=False), policy, run_id="r1", batch_size=1)
+    strict = parse_policy(POLICY_PATH.read_bytes() + b"\n# another identity\n")
+    assert decide_pending(store, strict, run_id="r2", batch_size=1) == 4
+    assert store.conn.execute("SELECT count(DISTINCT pmid) FROM classifications WHERE policy_hash = ?",
+                              [strict.hash]).fetchone()[0] == 4

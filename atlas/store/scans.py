@@ -109,12 +109,23 @@ def insert_extractions(store: Store, rows: Sequence[dict[str, Any]], *, run_id: 
 
 def undecided_extractions(store: Store, policy_hash: str, *, batch_size: int = 5000
                           ) -> Iterator[list[tuple[str, str, str, str]]]:
-    """Current extractions with no decision yet under ``policy_hash``: (extraction_id, pmid, version, facts)."""
-    cursor = store.conn.execute(
-        "SELECT e.extraction_id, e.pmid, e.scanner_version, e.facts::VARCHAR FROM current_extractions e "
+    """Current extractions with no decision yet under ``policy_hash``: (extraction_id, pmid, version, facts).
+
+    The rows are read in full before the first batch is yielded: the caller writes decisions on
+    the same connection between batches, which would end an open cursor.
+    """
+    table = store.conn.sql(
+        "SELECT e.extraction_id, e.pmid, e.scanner_version, e.facts::VARCHAR AS facts FROM current_extractions e "
         "WHERE NOT EXISTS (SELECT 1 FROM classifications c WHERE c.extraction_id = e.extraction_id "
-        "AND c.policy_hash = ?) ORDER BY e.pmid", [policy_hash])
-    yield from _batches(cursor, batch_size)
+        f"AND c.policy_hash = '{_quote(policy_hash)}') ORDER BY e.pmid").to_arrow_table()
+    columns = [table.column(name).to_pylist() for name in ("extraction_id", "pmid", "scanner_version", "facts")]
+    rows = list(zip(*columns))
+    for offset in range(0, len(rows), batch_size):
+        yield rows[offset:offset + batch_size]
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "''")
 
 
 def all_current_extractions(store: Store) -> pa.Table:
@@ -122,14 +133,6 @@ def all_current_extractions(store: Store) -> pa.Table:
     return store.conn.sql(
         "SELECT extraction_id, pmid, scanner_version, facts::VARCHAR AS facts FROM current_extractions"
     ).to_arrow_table()
-
-
-def _batches(cursor: Any, size: int) -> Iterator[list[tuple]]:
-    while True:
-        rows = cursor.fetchmany(size)
-        if not rows:
-            return
-        yield rows
 
 
 # --- classifications --------------------------------------------------------------------------

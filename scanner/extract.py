@@ -108,7 +108,7 @@ EXCLUSION = re.compile(r"\bexclu(?:ded|sion|de)\b", _I)
 COMPARE_CONNECTOR = re.compile(
     r"\b(?:versus|vs\.?|compared\s+(?:with|to)|against|relative\s+to|in\s+contrast\s+to|rather\s+than|than)\b", _I)
 COMPARE_CUE = re.compile(
-    r"\b(?:compar\w*|contrast\w*|agreement|concordance|overlap\w*|differ\w*|discrepanc\w*|sensitivity|"
+    r"\b(?:compar\w*|contrast\w*|agreement|concordance|overlap\w*|discrepanc\w*|sensitivity|"
     r"specificity|applying\s+(?:the\s+)?(?:different|several|multiple|various|\w+\s+different)|"
     r"(?:different|several|multiple|various|competing|four|three|two|five|six)\s+(?:ME/CFS\s+|CFS\s+)?"
     r"(?:case\s+definitions|sets\s+of\s+criteria|diagnostic\s+criteria|criteria\s+sets|definitions))\b", _I)
@@ -126,6 +126,12 @@ SUBGROUP_CUE = re.compile(
     r"\d+\s*\(\s*\d+(?:\.\d+)?\s?%\s*\)\s+(?:also\s+)?(?:met|fulfill?ed|satisfied)|"
     r"(?:some|most|many|several|half|majority|minority|a\s+third|two-thirds)\s+(?:of\s+(?:them|these|the\s+\w+)\s+)?"
     r"(?:also\s+)?(?:met|fulfill?ed|satisfied))\b", _I)
+PARTITION_BEFORE = re.compile(
+    r"\b\d+\s+(?:\w+\s+)?(?:meeting|met|fulfill?ing|fulfilled|satisfying|satisfied|according\s+to|by|with)\s+"
+    r"(?:the\s+)?$", _I)
+GROUP_LABEL_AFTER = re.compile(
+    r"[\s,)\]]*(?:criteria\s+|case\s+definition\s+)?(?:classes|class|groups?|subgroups?|sub-groups?|subsets?|"
+    r"phenotypes?|categories)\b", _I)
 PREVALENCE_AFTER = re.compile(
     r"[\s,)\]]*(?:\(\w+\)\s*)?(?:criteria\s+|definition\s+)?(?:designated|identified|classified|diagnosed|"
     r"captured|selected)\s+(?:\w+\s+){0,3}in\s+(?:only\s+)?\d", _I)
@@ -403,8 +409,10 @@ class Gate:
 
 
 CLASSIFICATION = re.compile(
-    r"(?:\d+(?:\.\d+)?\s?%|\bproportion\b|\bsubset\b|\bminority\b|\bmajority\b|\bprevalence\b|\bonly\s+(?:a\s+)?"
-    r"(?:few|some)\b).{0,80}?\b(?:met|meet|meeting|satisf\w+|fulfil\w*)\b.{0,40}?\bcriteria\b|"
+    r"(?:\d+(?:\.\d+)?\s?%|\bpercent\b|\bproportion\b|\bsubset\b|\bminority\b|\bmajority\b|\bprevalence\b|"
+    r"\bonly\s+(?:a\s+)?(?:few|some)\b).{0,80}?\b(?:met|meet|meeting|satisf\w+|fulfil\w*|fit|fits|fitting)\b"
+    r".{0,40}?\bcriteria\b|\bcriteria\s+(?:were|was)\s+used\s+to\s+(?:determine|identify|classify|define)\s+"
+    r"(?:the\s+)?(?:\w+\s+){0,6}?(?:phenotype|subgroup|subtype|cases|prevalence)\b|"
     r"\bME/CFS\s+was\s+diagnosed\s+in\s+\w+|\b(?:met|meeting|fulfill?ed|satisfied)\s+(?:the\s+)?(?:\w+\s+)?"
     r"(?:diagnostic\s+)?criteria\s+for\s+(?:the\s+)?(?:ME/CFS|CFS|ME|myalgic|chronic\s+fatigue)[^.]{0,40}?"
     r"\(\s*\d+(?:\.\d+)?\s?%", _I)
@@ -416,6 +424,10 @@ _SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s+(?=[A-Z0-9(\[\"'“‘])|\n\
 _WORD_BEFORE = re.compile(r"([A-Za-z.]+)\.$")
 _ICC_NUMERIC_AFTER = re.compile(r"^\s*(?:[=<>≥≤]|\(\s*95|of\s+0?\.\d|was\s+0?\.\d|values?\b|0?\.\d|for\s+\w+\s+was)")
 _CDC_CRITERIA_AHEAD = re.compile(rf"^[^.;:]{{0,40}}?\b(?i:{_CRIT})\b")
+STUDY_TITLE = re.compile(
+    r"\b(?:according\s+to|in\s+(?:patients|individuals|people|adults|children|adolescents|women|men)|evaluating|"
+    r"comparing|compared|among|prevalence|patients|individuals|participants|cohort|trial|assessment|"
+    r"examining|using|association|associated)\b", _I)
 _EARLIER_WORK = re.compile(r"\b(?:previous|prior|recent|earlier|existing)\s+$", _I)
 _COMPARED_AFTER = re.compile(
     r"[^.;]{0,40}?\b(?:(?:were|was|are)\s+(?:compared|contrasted)(?!\s+(?:with|to)\s+[^.;]{0,40}?\b(?:controls?|"
@@ -590,17 +602,33 @@ class Extractor:
         sentence_compares = len(distinct) > 1 and bool(COMPARE_CUE.search(sentence))
         quote_start, quote_end = _quote_window(text, s_start, s_end, found[0].start, found[-1].end)
         quote = text[quote_start:quote_end]
+        # "18 meeting the ICC and 24 meeting the Fukuda criteria": counted classes that partition the
+        # sample are alternatives (any-of), whatever joins them
+        counted, cursor = [], s_start
+        for group in groups:
+            counted.append(bool(PARTITION_BEFORE.search(text[max(cursor, group.members[0].start - 40):group.members[0].start])))
+            cursor = group.members[-1].end
+        partition_keys = list(dict.fromkeys(m.key for g, c in zip(groups, counted) if c for m in g.members))
+        partition = sum(counted) >= 2 and len(partition_keys) >= 2
+        shared: tuple[int, str] | None = None
         for g_index, group in enumerate(groups):
             first, last = group.members[0], group.members[-1]
             left = text[previous_end:first.start]
             clause_left = text[s_start:first.start] if g_index == 0 else left
             right_end = groups[g_index + 1].members[0].start if g_index + 1 < len(groups) else s_end
             right = text[last.end:right_end]
-            role = self._role(sentence, clause_left, left, right, first, groups, g_index, text, s_start,
-                              sentence_compares, anchored)
-            mode = _mode(group, clause_left, right)
-            group_counter[0] += 1
-            group_id = group_counter[0]
+            if partition and counted[g_index] and shared is not None:
+                group_id, role = shared
+                mode = "any_of"
+            else:
+                role = self._role(sentence, clause_left, left, right, first, groups, g_index, text, s_start,
+                                  sentence_compares, anchored)
+                mode = _mode(group, clause_left, right)
+                group_counter[0] += 1
+                group_id = group_counter[0]
+                if partition and counted[g_index]:
+                    shared = (group_id, role)
+                    mode = "any_of"
             sentence_negation_flip = bool(EXCLUSION.search(sentence))
             modified_sentence = bool(MODIFIED_SENTENCE.search(sentence))
             for member_index, m in enumerate(group.members):
@@ -615,11 +643,17 @@ class Extractor:
                     criterion=m.key, text=text[m.start:m.end], role=role, group=group_id, negated=negated,
                     modified=modified, source=source, start=quote_start, end=quote_end, quote=quote,
                     match_start=m.start, match_end=m.end))
+            previous_end = last.end
+            if partition and counted[g_index]:
+                continue  # one combination for the whole partition, below
             keys = list(dict.fromkeys(m.key for m in group.members))
             facts.combinations.append(Combination(
                 group=group_id, mode=mode if len(keys) > 1 else "single", criteria=keys, role=role,
                 source=source, start=quote_start, end=quote_end, quote=quote))
-            previous_end = last.end
+        if partition and shared is not None:
+            facts.combinations.append(Combination(
+                group=shared[0], mode="any_of", criteria=partition_keys, role=shared[1], source=source,
+                start=quote_start, end=quote_end, quote=quote))
 
     def _role(self, sentence: str, clause_left: str, left: str, right: str, first: _Match, groups: list[_Group],
               g_index: int, text: str, s_start: int, sentence_compares: bool, anchored: bool) -> str:
@@ -639,8 +673,8 @@ class Extractor:
                 return "comparison"
         # subgroup: "of whom most also met the ICC", "a subgroup fulfilled the CCC"
         subgroup = SUBGROUP_CUE.search(left) or (g_index == 0 and SUBGROUP_CUE.search(clause_left))
-        if not subgroup and PREVALENCE_AFTER.match(right):
-            return "subgroup"
+        if not subgroup and (PREVALENCE_AFTER.match(right) or GROUP_LABEL_AFTER.match(right)):
+            return "subgroup"  # "... identified CFS in 2.3%", "the ICC and Fukuda classes": labels of groups
         if subgroup:
             cue_text = subgroup.group(0).lower()
             if cue_text.startswith(("also", "additionally")) and ALL_QUANTIFIER.search(clause_left) and not \
@@ -702,6 +736,8 @@ class Extractor:
                         m = pattern.search(text, m.end(), s_end)  # "Mendelian randomization", "previous reviews"
                     if m is None:
                         continue
+                    if design == "case_definition" and source == "title" and STUDY_TITLE.search(text):
+                        continue  # "Blood tests according to diagnostic criteria in ...": a study, not a definition
                     q_start, q_end = _quote_window(text, s_start, s_end, m.start(), m.end())
                     facts.designs.append(DesignCue(design=design, basis=source if strength == "strong" else "text_hint",
                                                    source=source, start=q_start, end=q_end, quote=text[q_start:q_end]))

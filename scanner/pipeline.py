@@ -94,13 +94,14 @@ def scan_pending(store: Store, settings: Settings, policy: Policy, *, run_id: st
               "fulltext_failed": 0, "llm_rejected_facts": 0, "decided": 0}
     extractor = Extractor()
     reader: Any = extractor
+    calls: list[dict[str, Any]] = []  # LLM call records of a client built here, written per batch
     if settings.llm_extractor:
         from scanner.llm_extract import LLMExtractor
 
         if llm is None:
             from generator.llm import LLMClient
 
-            llm = LLMClient(settings)
+            llm = LLMClient(settings, call_log=calls.append)
         reader = LLMExtractor(llm, rules=extractor)
     papers = pending_papers(store, SCANNER_VERSION)
     counts["pending"] = len(papers)
@@ -116,6 +117,12 @@ def scan_pending(store: Store, settings: Settings, policy: Policy, *, run_id: st
         counts["extracted"] += insert_extractions(store, rows, run_id=run_id)
         counts["failed"] += record_failures(store, failures, run_id=run_id)
         counts["llm_rejected_facts"] += rejected
+        if calls:
+            from atlas.store.summaries import write_llm_calls
+
+            write_llm_calls(store, list(calls), run_id=run_id)
+            counts["llm_calls"] = counts.get("llm_calls", 0) + len(calls)
+            calls.clear()
         if progress:
             progress("extract", min(offset + batch_size, len(papers)), len(papers))
     counts["decided"] = decide_pending(store, policy, run_id=run_id, progress=progress)

@@ -176,3 +176,18 @@ def test_deciding_in_many_small_batches_decides_everything(store, policy):
     assert decide_pending(store, strict, run_id="r2", batch_size=1) == 4
     assert store.conn.execute("SELECT count(DISTINCT pmid) FROM classifications WHERE policy_hash = ?",
                               [strict.hash]).fetchone()[0] == 4
+
+
+def test_llm_extractor_through_the_fake_server_logs_its_calls(store, policy):
+    from atlas.fakes.openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer() as server:
+        settings = Settings(fetch_fulltext=False, llm_extractor=True, llm_base_url=server.base_url,
+                            llm_model="fake-model", llm_max_retries=0, llm_timeout=5.0)
+        counts = scan_pending(store, settings, policy, run_id="llm-run")
+    assert counts["extracted"] == 4 and counts["llm_calls"] == 4
+    extractors = {r[0] for r in store.conn.execute("SELECT extractor FROM extractions").fetchall()}
+    assert extractors == {"llm:fake-model"}
+    assert store.conn.execute("SELECT count(*) FROM llm_calls WHERE run_id = 'llm-run'").fetchone()[0] == 4
+    # design cues still come from the metadata the rules read
+    assert current(store)["200"][2] == "rct"

@@ -456,7 +456,8 @@ def run_service(options: ServiceOptions, console: Any, *, poll_interval: float =
                         raise PrefectServiceError(f"the {name} exited with status {process.returncode}")
                 time.sleep(poll_interval)
         except _Stop as stop:
-            console.print(f"{stop}: stopping the worker first, then the server (again to kill now)")
+            order = ", then the ".join(name for name, _, _ in reversed(children)) or "nothing started yet"
+            console.print(f"{stop}: stopping the {order} (send it again to kill at once)")
             return 0
         finally:
             signals.stopping.set()  # from here on a signal only hurries the shutdown below
@@ -495,13 +496,14 @@ def _start_children(options: ServiceOptions, api_url: str, project_dir: Path, en
 def _deployments_table(deployments: list[dict[str, Any]], seconds: float) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"deployments ({seconds:.1f} s)")
-    for column in ("deployment", "entrypoint", "pool", "schedule"):
-        table.add_column(column)
+    pools = sorted({row["work_pool"] or "no pool" for row in deployments})
+    table = Table(title=f"deployed to {', '.join(pools)} in {seconds:.1f} s")
+    for column in ("deployment", "entrypoint", "schedule"):
+        table.add_column(column, overflow="fold")
     for row in deployments:
         schedule = ", ".join(f"{s['cron']} {s['timezone']}" + ("" if s["active"] else " (paused)")
                              for s in row["schedules"]) or "on demand"
-        table.add_row(f"{row['flow']}/{row['name']}", row["entrypoint"] or "", row["work_pool"] or "", schedule)
+        table.add_row(f"{row['flow']}/{row['name']}", row["entrypoint"] or "", schedule)
     return table
 
 

@@ -86,8 +86,7 @@ def enter_project_directory(directory: str = "") -> dict[str, str]:
     return {"directory": str(project)}
 
 
-def deployment_names(prefect_file: Path) -> list[str]:
-    """The deployment names a prefect.yaml declares; a file without any is a config error."""
+def _declared_deployments(prefect_file: Path) -> list[dict[str, Any]]:
     import yaml
 
     try:
@@ -97,10 +96,26 @@ def deployment_names(prefect_file: Path) -> list[str]:
     deployments = document.get("deployments") if isinstance(document, dict) else None
     if not isinstance(deployments, list) or not deployments:
         raise ConfigError(f"{prefect_file}: no `deployments` list")
-    names = [item.get("name") for item in deployments if isinstance(item, dict)]
-    if len(names) != len(deployments) or not all(isinstance(n, str) and n for n in names):
+    if not all(isinstance(item, dict) and isinstance(item.get("name"), str) and item["name"] for item in deployments):
         raise ConfigError(f"{prefect_file}: every deployment needs a `name`")
-    return names
+    return deployments
+
+
+def deployment_names(prefect_file: Path) -> list[str]:
+    """The deployment names a prefect.yaml declares; a file without any is a config error."""
+    return [item["name"] for item in _declared_deployments(prefect_file)]
+
+
+def deployment_pools(prefect_file: Path) -> list[str]:
+    """The work pools a prefect.yaml's deployments run on, each once; every deployment must name one."""
+    pools: list[str] = []
+    for item in _declared_deployments(prefect_file):
+        pool = (item.get("work_pool") or {}).get("name")
+        if not isinstance(pool, str) or not pool:
+            raise ConfigError(f"{prefect_file}: deployment {item['name']!r} names no work_pool")
+        if pool not in pools:
+            pools.append(pool)
+    return pools
 
 
 # --------------------------------------------------------------------------- environment and URLs
@@ -146,6 +161,19 @@ def api_url_for(host: str, port: int) -> str:
     return f"http://{connect}:{port}/api"
 
 
+def _is_loopback(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def configured_api_url() -> str | None:
     """PREFECT_API_URL from the environment or the active Prefect profile."""
     from prefect.settings import get_current_settings
@@ -161,11 +189,10 @@ def _prefect_command(*args: str) -> list[str]:
 # --------------------------------------------------------------------------- children
 
 
-def start_server(host: str, port: int, env: Mapping[str, str], *, output: Any = None) -> subprocess.Popen:
-    """``prefect server start`` in its own process group."""
+def start_server(host: str, port: int, env: Mapping[str, str]) -> subprocess.Popen:
+    """``prefect server start`` in its own process group; its output goes where ours does (journald)."""
     return subprocess.Popen(_prefect_command("server", "start", "--host", host, "--port", str(port)),
-                            env=dict(env), stdout=output, stderr=subprocess.STDOUT if output else None,
-                            stdin=subprocess.DEVNULL, process_group=0)
+                            env=dict(env), stdin=subprocess.DEVNULL, process_group=0)
 
 
 def wait_until_healthy(api_url: str, process: subprocess.Popen | None = None, *, timeout: float = 120.0,
@@ -179,7 +206,8 @@ def wait_until_healthy(api_url: str, process: subprocess.Popen | None = None, *,
 
     started = time.monotonic()
     last_error = "no answer yet"
-    with httpx.Client(timeout=5.0, trust_env=False) as http:
+    # A proxy from the environment must not intercept a loopback server.
+    with httpx.Client(timeout=5.0, trust_env=not _is_loopback(api_url)) as http:
         while True:
             if process is not None and process.poll() is not None:
                 raise PrefectServiceError(f"the Prefect server exited with status {process.returncode} "
@@ -234,7 +262,7 @@ class DeployResult:
     seconds: float
 
 
-def deploy_all(api_url: str, project_dir: Path, env: Mapping[str, str], *, pool: str = WORK_POOL,
+def deploy_all(api_url: str, project_dir: Path, env: Mapping[str, str], *,
                timeout: float = 600.0) -> DeployResult:
     """Apply every deployment in the checkout's prefect.yaml, then check the server has each one.
 
@@ -244,7 +272,8 @@ def deploy_all(api_url: str, project_dir: Path, env: Mapping[str, str], *, pool:
     """
     prefect_file = project_dir / PREFECT_FILE
     expected = deployment_names(prefect_file)
-    ensure_work_pool(api_url, pool)
+    for pool in deployment_pools(prefect_file):
+        ensure_work_pool(api_url, pool)
     # Prefect fills `{{ $NAME }}` in pull steps from the deploying environment when the variable is
     # set there, and leaves it for the worker otherwise: without it here, the worker's checkout wins.
     deploy_env = prefect_environment(env, api_url=api_url)
@@ -289,14 +318,15 @@ def read_deployments(api_url: str, names: Iterable[str]) -> list[dict[str, Any]]
     return sorted(rows, key=lambda row: row["name"])
 
 
-def start_worker(env: Mapping[str, str], *, pool: str = WORK_POOL, limit: int = 1,
-                 output: Any = None) -> subprocess.Popen:
-    """``prefect worker start`` for the process pool, in its own process group."""
+def start_worker(env: Mapping[str, str], *, pool: str = WORK_POOL, limit: int = 1) -> subprocess.Popen:
+    """``prefect worker start`` for the process pool, in its own process group.
+
+    ``--limit 1``: one flow run at a time, as DuckDB allows one writer.
+    """
     return subprocess.Popen(
         _prefect_command("worker", "start", "--pool", pool, "--type", "process", "--limit", str(limit),
                          "--install-policy", "never"),
-        env=dict(env), stdout=output, stderr=subprocess.STDOUT if output else None,
-        stdin=subprocess.DEVNULL, process_group=0)
+        env=dict(env), stdin=subprocess.DEVNULL, process_group=0)
 
 
 def _tail(text: str, lines: int = 40) -> str:
@@ -397,7 +427,6 @@ class ServiceOptions:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     worker: bool = True
-    pool: str = WORK_POOL
     project_dir: Path | None = None
     startup_timeout: float = 120.0
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
@@ -476,20 +505,23 @@ def _start_children(options: ServiceOptions, api_url: str, project_dir: Path, en
     waited = wait_until_healthy(api_url, server, timeout=options.startup_timeout)
     console.print(f"[green]API healthy[/] at {api_url} after {waited:.1f} s")
 
-    created = ensure_work_pool(api_url, options.pool)
-    console.print(f"work pool [bold]{options.pool}[/] (process) {'created' if created else 'already there'}")
+    pools = deployment_pools(project_dir / PREFECT_FILE)
+    for pool in pools:
+        created = ensure_work_pool(api_url, pool)
+        console.print(f"work pool [bold]{pool}[/] (process) {'created' if created else 'already there'}")
 
     console.print(f"deploying {project_dir / PREFECT_FILE} ...")
-    result = deploy_all(api_url, project_dir, env, pool=options.pool)
+    result = deploy_all(api_url, project_dir, env)
     console.print(_deployments_table(result.deployments, result.seconds))
 
-    if options.worker:
-        worker = start_worker(env, pool=options.pool)
-        children.append(("worker", worker, WORKER_STOP_SECONDS))
-        console.print(f"worker started for pool [bold]{options.pool}[/], running flows in {project_dir}")
-    else:
-        console.print(f"[yellow]no worker[/]: runs wait until one polls the pool "
-                      f"(prefect worker start --pool {options.pool})")
+    for pool in pools:
+        if options.worker:
+            worker = start_worker(env, pool=pool)
+            children.append(("worker" if len(pools) == 1 else f"worker for {pool}", worker, WORKER_STOP_SECONDS))
+            console.print(f"worker started for pool [bold]{pool}[/], running flows in {project_dir}")
+        else:
+            console.print(f"[yellow]no worker[/]: runs wait until one polls the pool "
+                          f"(prefect worker start --pool {pool})")
     console.print(f"[bold green]ready[/]: UI and API at {api_url.removesuffix('/api')}  (Ctrl-C stops everything)")
 
 
@@ -507,7 +539,7 @@ def _deployments_table(deployments: list[dict[str, Any]], seconds: float) -> Any
     return table
 
 
-def deploy_to_configured_server(console: Any, *, project_dir: Path | None = None, pool: str = WORK_POOL,
+def deploy_to_configured_server(console: Any, *, project_dir: Path | None = None,
                                 wait: float = 60.0) -> DeployResult:
     """``atlas deploy``: apply prefect.yaml to the server PREFECT_API_URL names.
 
@@ -522,6 +554,6 @@ def deploy_to_configured_server(console: Any, *, project_dir: Path | None = None
     wait_until_healthy(api_url, timeout=wait)
     env = prefect_environment(os.environ, api_url=api_url, project_dir=project)
     console.print(f"deploying {project / PREFECT_FILE} to {api_url} ...")
-    result = deploy_all(api_url, project, env, pool=pool)
+    result = deploy_all(api_url, project, env)
     console.print(_deployments_table(result.deployments, result.seconds))
     return result

@@ -27,6 +27,7 @@ from atlas.server import (
     WORK_POOL,
     api_url_for,
     deployment_names,
+    deployment_pools,
     enter_project_directory,
     find_project_dir,
     prefect_environment,
@@ -63,6 +64,7 @@ def test_prefect_yaml_passes_prefects_own_schema():
     assert isinstance(schedule, RawScheduleConfig)
     assert (schedule.cron, schedule.timezone) == ("30 2 * * *", "America/New_York")
     assert deployment_names(PREFECT_FILE) == ["nightly", "backfill", "reclassify", "regenerate"]
+    assert deployment_pools(PREFECT_FILE) == [WORK_POOL]
 
 
 @pytest.mark.parametrize("name", ["nightly", "backfill", "reclassify", "regenerate"])
@@ -115,7 +117,7 @@ def test_a_folder_that_is_not_a_checkout_is_named_in_the_error(tmp_path):
         find_project_dir(None, {PROJECT_DIR_VARIABLE: str(tmp_path)})
 
 
-def test_prefect_file_without_deployments_is_a_config_error(tmp_path):
+def test_a_prefect_file_without_names_or_pools_is_a_config_error(tmp_path):
     broken = tmp_path / "prefect.yaml"
     broken.write_text("deployments:\n  - entrypoint: flows/nightly.py:nightly\n")
     with pytest.raises(ConfigError, match="needs a `name`"):
@@ -123,6 +125,9 @@ def test_prefect_file_without_deployments_is_a_config_error(tmp_path):
     broken.write_text("name: x\n")
     with pytest.raises(ConfigError, match="no `deployments`"):
         deployment_names(broken)
+    broken.write_text("deployments:\n  - name: nightly\n    entrypoint: flows/nightly.py:nightly\n")
+    with pytest.raises(ConfigError, match="'nightly' names no work_pool"):
+        deployment_pools(broken)
 
 
 def test_children_get_telemetry_off_without_overriding_an_explicit_choice(tmp_path):

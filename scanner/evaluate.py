@@ -72,9 +72,9 @@ def evaluate(labels: list[dict[str, Any]], policy: Policy) -> Report:
     pem_ok = design_ok = exact = unclear = quotes = valid = 0
     errors = []
     for label in labels:
+        # exactly what the offline contract receives: no year, no publication types
         record = {"id": label["id"], "title": label["title"], "abstract": label.get("abstract"),
-                  "methods": label.get("methods"), "year": label.get("year"),
-                  "publication_types": label.get("publication_types")}
+                  "methods": label.get("methods")}
         out = classify_record(record, policy, extractor)
         gold = set(label["gold_criteria"])
         got = set(out["criteria"])

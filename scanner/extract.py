@@ -264,7 +264,9 @@ DESIGN_PATTERNS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("review", "strong", r"\b(?:systematic|scoping|"
                          r"narrative|literature|umbrella|rapid|integrative|critical|comprehensive|mini)[\s-]+review\b|"
                          r"\bthis\s+review\b|\bin\s+this\s+review\b|\bwe\s+review\w*\b|\bthe\s+present\s+review\b|"
-                         r"\b(?:aims?|aimed)\s+to\s+review\b|\bthis\s+article\s+(?:reviews|summari[sz]es|discusses)\b|"
+                         r"\b(?:aims?|aimed)\s+to\s+review\b|\bthis\s+(?:article|paper|chapter)\s+(?:reviews|"
+                         r"summari[sz]es|discusses|explains|chronicles|outlines)\b|\bwe\s+(?:discuss|summari[sz]e|"
+                         r"outline)\s+(?:the\s+)?(?:current|recent|existing|available|evidence|literature|state)\b|"
                          r"\bPRISMA\b|\b(?:PubMed|MEDLINE|Embase|Web\s+of\s+Science|Scopus|Cochrane|CINAHL|PsycINFO)\b"
                          r"[^.]{0,120}\b(?:were|was)\s+searched\b|\bsearched\s+(?:PubMed|MEDLINE|Embase|Web\s+of\s+"
                          r"Science|Scopus|Cochrane|the\s+literature|databases|electronic\s+databases)\b", ("abstract", "methods")),
@@ -346,7 +348,8 @@ DEFINITION_GATES: dict[str, tuple[str, ...]] = {
 DESIGN_GATES: dict[tuple[str, str], tuple[str, ...]] = {
     ("protocol", "strong"): ("protocol", "will be"),
     ("meta_analysis", "strong"): ("meta",),
-    ("review", "strong"): ("review", "overview", "summary", "state of the art", "prisma", "searched"),
+    ("review", "strong"): ("review", "overview", "summary", "state of the art", "prisma", "searched", "this article",
+                           "this paper", "this chapter", "we discuss", "we summari", "we outline"),
     ("case_definition", "strong"): ("definition", "criteria", "guidelines", "redefining", "panel", " name"),
     ("commentary", "strong"): ("comment", "editorial", "letter", "reply", "response", "correspondence", "viewpoint",
                                "perspective", "opinion", "memoriam", "erratum", "correction", "retraction",

@@ -96,6 +96,12 @@ def test_reviews_commentaries_and_case_definitions_are_not_applicable(extractor,
                           title="Myalgic encephalomyelitis: clinical working case definition")
     assert (definition.pem, definition.design) == ("not_applicable", "case_definition")
     assert definition.evidence_level == policy.evidence_levels["case_definition"]
+    essay = classify(extractor, policy, "Using evidence from both the biological and clinical sciences, this paper "
+                     "explains that graded exercise therapy can be undertaken safely.", title="Exercise in CFS")
+    assert (essay.pem, essay.design) == ("not_applicable", "review")
+    primary = classify(extractor, policy, "Previous systematic reviews were inconclusive. We recruited 40 patients "
+                       "and 40 healthy controls.", title="Cytokines in ME/CFS")
+    assert (primary.pem, primary.design) == ("unclear", "case_control")
 
 
 def test_protocols_are_decided_from_planned_inclusion(extractor, policy):

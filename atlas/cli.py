@@ -307,8 +307,9 @@ def demo(
     from atlas.demo import run_demo
 
     _prefect_environment()
+    wide = console if console.is_terminal else Console(width=140)  # piped output: keep the tables readable
     try:
-        run_demo(data_dir, corpus, console)
+        run_demo(data_dir, corpus, wide)
     except AtlasError as error:
         _fail(str(error))
 
@@ -342,6 +343,98 @@ def deploy() -> None:
         deploy_to_configured_server(console)
     except AtlasError as error:
         _fail(str(error))
+
+
+
+# --- commands from the scanner and the generator; flows are imported only when a command runs ---
+
+def _reclassify_flow(**kwargs: Any) -> dict[str, Any]:
+    _prefect_environment()
+    from flows.reclassify import reclassify
+
+    return reclassify(**kwargs)
+
+
+def _regenerate_flow(**kwargs: Any) -> dict[str, Any]:
+    _prefect_environment()
+    from flows.regenerate import regenerate
+
+    return regenerate(**kwargs)
+
+
+def _scanner_labeler() -> Any:
+    """Labels for `atlas generate`: the scanner's decision under the default policy, per input line."""
+    from scanner.contract import classify_record
+    from scanner.extract import Extractor
+    from scanner.policy import load_policy
+
+    state: dict[str, Any] = {}
+
+    def label(item: dict[str, Any]) -> dict[str, Any]:
+        if not state:
+            state["policy"] = load_policy(load_settings().policy_path)
+            state["extractor"] = Extractor()
+        out = classify_record(item, state["policy"], state["extractor"])
+        return {"design": out["design"], "pem": out["pem"], "criteria": out["criteria"],
+                "evidence_level": state["policy"].evidence_levels.get(out["design"])}
+
+    return label
+
+
+def _register_components() -> None:
+    from generator.cli import register as register_generator
+    from scanner.cli import register as register_scanner
+
+    register_scanner(app, reclassify_flow=_reclassify_flow, console=console)
+    register_generator(app, labeler=_scanner_labeler(), regenerate_flow=_regenerate_flow)
+
+
+_register_components()
+
+
+@app.command()
+def export(
+    output: str = typer.Option("parquet", "--format", help="parquet | csv | jsonl"),
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder (default: DATA_DIR/export).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Write the documented views (evidence, histories, runs) as Parquet, CSV or JSON lines, from the snapshot."""
+    from atlas.store import Store
+    from atlas.store.export import FORMATS, export_views
+
+    settings = _settings(data_dir=data_dir)
+    if output not in FORMATS:
+        _fail(f"unknown format {output!r}: choose parquet, csv or jsonl")
+    if not settings.snapshot.exists():
+        _fail(f"no snapshot at {settings.snapshot}: it is published at the end of every run")
+    with Store.open(settings.snapshot, read_only=True) as store:
+        written = export_views(store, out or settings.data_dir / "export", output)
+    for path in written:
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def pages(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the static site.")] = Path("data/pages"),
+    data_dir: DataDir = None,
+) -> None:
+    """Render the static evidence pages (one per study, plus a filterable index) from the snapshot."""
+    from datetime import date as _date
+
+    from atlas.pages import render_pages
+    from atlas.store import Store
+    from atlas.store.export import evidence_rows
+
+    settings = _settings(data_dir=data_dir)
+    if not settings.snapshot.exists():
+        _fail(f"no snapshot at {settings.snapshot}: it is published at the end of every run")
+    with Store.open(settings.snapshot, read_only=True) as store:
+        rows = evidence_rows(store)
+    with console.status(f"rendering {len(rows)} pages"):
+        result = render_pages(rows, out, accessed=_date.today())
+    console.print(f"{len(rows)} studies, {result.changed} files written, {len(result.skipped)} skipped: {result.index}")
+    for pmid, reason in result.skipped:
+        err_console.print(f"[yellow]skipped {pmid}: {reason}[/]")
 
 
 def main() -> None:

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     # USD per million tokens, per model: {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}
     llm_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
     llm_extractor: bool = False
+    llm_max_cost_per_run: float | None = Field(default=None, ge=0)  # USD; the nightly run stops generating there
 
     @field_validator("eutils_url")
     @classmethod

@@ -31,8 +31,8 @@ def run_demo(data_dir: Path, corpus: Path, console: Console) -> None:
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
     table = Table(title="demo: the nightly flow, night after night")
-    for column in ("night", "window", "found", "new or revised", "unchanged", "failed", "status"):
-        table.add_column(column, justify="right" if column not in {"window", "status"} else "left")
+    for column in ("night", "window", "found", "new or revised", "unchanged", "scanned", "summarised", "status"):
+        table.add_column(column, justify="left" if column in {"window", "status"} else "right", no_wrap=True)
     with FakeEutils(corpus, rate_limit=3.0) as fake:
         console.print(f"fake E-utilities on {fake.url} serving {corpus}")
         overrides = {"data_dir": str(data_dir), "eutils_url": fake.url, "ncbi_email": "demo@example.org"}
@@ -42,9 +42,34 @@ def run_demo(data_dir: Path, corpus: Path, console: Console) -> None:
             counts = nightly(as_of=night, overrides=overrides)
             table.add_row(str(night), str(counts.get("window")), str(counts.get("found")),
                           str(counts.get("inserted")), str(counts.get("unchanged")),
-                          str(counts.get("failed")), str(counts.get("status")))
+                          str(counts.get("scan", {}).get("extracted")),
+                          str(counts.get("generate", {}).get("generated")), str(counts.get("status")))
     console.print(table)
     settings = load_settings(**overrides)
+    show_evidence(settings.snapshot, console)
     console.print(f"database: {settings.database}   read-only snapshot: {settings.snapshot}")
+    console.print(f"evidence pages: {settings.data_dir / 'pages' / 'index.html'}   "
+                  f"Parquet: {settings.data_dir / 'export'}")
     console.print(f"try: .venv/bin/atlas status --data-dir {data_dir}")
     console.print(f"     .venv/bin/atlas sql --data-dir {data_dir} \"SELECT pmid, year, title FROM current_papers LIMIT 5\"")
+
+
+def show_evidence(snapshot: Path, console: Console) -> None:
+    """What the run produced: the PEM badge counts and the papers whose badge is decided."""
+    import duckdb
+
+    with duckdb.connect(str(snapshot), read_only=True) as conn:
+        badges = conn.execute(
+            "SELECT coalesce(pem_label, 'not classified'), count(*) FROM evidence GROUP BY ALL ORDER BY 2 DESC"
+        ).fetchall()
+        decided = conn.execute(
+            "SELECT pmid, criteria_names, pem_label, design, summary_status, versions FROM evidence "
+            "WHERE pem IN ('required', 'not_required') ORDER BY pem, pmid LIMIT 12"
+        ).fetchall()
+    console.print("PEM badges: " + ", ".join(f"{label} {n}" for label, n in badges))
+    table = Table(title="papers whose PEM badge is decided (every label has a verbatim quote: atlas show PMID)")
+    for column in ("pmid", "criteria", "badge", "design", "summary", "versions"):
+        table.add_column(column)
+    for pmid, names, label, design, status, versions in decided:
+        table.add_row(pmid, ", ".join(names or []), label, design, status, versions)
+    console.print(table)

@@ -1,4 +1,4 @@
-"""Shared orchestration for the nightly and backfill flows: search, fetch batches, store, publish.
+"""Tasks of the nightly and backfill flows: search, fetch batches, store, scan, generate.
 
 Flows hold no domain logic: every step here calls a function from ``atlas``
 inside a Prefect task. Tasks are per batch, never per paper.
@@ -21,6 +21,9 @@ from atlas.pubmed.client import EutilsClient
 from atlas.store import Store
 from atlas.store.papers import BatchCounts
 from atlas.store.runs import record_failure, set_watermark
+from generator.pipeline import generate_pending
+from scanner.pipeline import scan_pending
+from scanner.policy import Policy
 
 
 @task(name="search", cache_policy=NO_CACHE)
@@ -34,9 +37,16 @@ def batch_task(client: EutilsClient, store: Store, pmids: list[str], run_id: str
     return ingest_batch(client, store, pmids, run_id=run_id, write_lock=write_lock)
 
 
-@task(name="publish-snapshot", cache_policy=NO_CACHE)
-def snapshot_task(store: Store, settings: Settings) -> str:
-    return str(store.publish_snapshot(settings.snapshot))
+@task(name="scan", cache_policy=NO_CACHE)
+def scan_task(store: Store, settings: Settings, policy: Policy, run_id: str, client: EutilsClient) -> dict[str, Any]:
+    """Extract facts for new or changed papers, then decide every undecided extraction."""
+    return scan_pending(store, settings, policy, run_id=run_id, client=client)
+
+
+@task(name="generate", cache_policy=NO_CACHE)
+def generate_task(store: Store, settings: Settings, run_id: str) -> dict[str, Any]:
+    """Summarise papers that lack a summary for their inputs, generator version and model."""
+    return generate_pending(store, settings, run_id=run_id, max_cost=settings.llm_max_cost_per_run)
 
 
 def ingest_window(settings: Settings, store: Store, client: EutilsClient, window: Window, *, run_id: str,

@@ -1,4 +1,4 @@
-"""The nightly flow: fetch new and revised PubMed records, store them, publish a snapshot.
+"""The nightly flow: fetch new and revised PubMed records, store, classify, summarise, publish.
 
     atlas nightly                 # today's window, from the stored watermark
     atlas backfill --from 2024-01-01 --to 2024-12-31
@@ -19,16 +19,22 @@ from atlas.pubmed.client import EutilsClient
 from atlas.report import run_markdown
 from atlas.store import Store
 from atlas.store.runs import finish_run, get_watermark, start_run
-from atlas.versions import current_versions
-from flows.ingest import ingest_window, snapshot_task
+from flows.ingest import generate_task, ingest_window, scan_task
+from flows.publish import publish_task
+from flows.versions import current_versions
+from scanner.policy import load_policy
 
 
 def run_ingest(settings: Settings, *, flow_name: str, window_for, advance_watermark: bool,
                parameters: dict[str, Any]) -> dict[str, Any]:
-    """Open the store, record the run, ingest the window, publish; the run row says how it ended."""
+    """Open the store, record the run, then fetch → store → scan → generate → publish.
+
+    The run row is finished before publishing so the snapshot shows how its own run ended.
+    """
     logger = get_run_logger()
+    policy = load_policy(settings.policy_path)  # a bad policy fails the run before anything is fetched
     with Store.open(settings.database, snapshot=settings.snapshot) as store:
-        versions = current_versions(settings)
+        versions = current_versions(policy)
         run_id = start_run(store, flow_name, parameters=parameters, versions=versions)
         counts: dict[str, Any] = {}
         try:
@@ -36,15 +42,18 @@ def run_ingest(settings: Settings, *, flow_name: str, window_for, advance_waterm
             with EutilsClient(settings) as client:
                 counts = ingest_window(settings, store, client, window, run_id=run_id,
                                        advance_watermark=advance_watermark)
-            counts["snapshot"] = snapshot_task(store, settings)
+                counts["scan"] = scan_task(store, settings, policy, run_id, client)
+            generated = generate_task(store, settings, run_id)
+            counts["generate"] = {k: v for k, v in generated.items() if not isinstance(v, (list, dict))}
+            counts["summary_failures"] = generated.get("failures", [])
         except BaseException as error:
             finish_run(store, run_id, status="failed", counts=_storable(counts), error=f"{type(error).__name__}: {error}")
+            store.publish_snapshot(settings.snapshot)
             raise
+        # A window with a failed batch is not finished: the watermark stayed put and the next run retries it.
         status = "completed" if not counts.get("failed_batches") else "partial"
         finish_run(store, run_id, status=status, counts=_storable(counts))
-        if status == "partial":
-            # Publish what was stored, but make the run visibly unfinished so the next one retries the window.
-            store.publish_snapshot(settings.snapshot)
+        counts["publish"] = publish_task(store, settings)
     counts.update(run_id=run_id, status=status, versions=versions)
     create_markdown_artifact(key=f"{flow_name}-summary", markdown=run_markdown(flow_name, counts),
                              description=f"{flow_name} run {run_id}")
@@ -53,7 +62,7 @@ def run_ingest(settings: Settings, *, flow_name: str, window_for, advance_waterm
 
 
 def _storable(counts: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in counts.items() if k != "new_pmids"}
+    return {k: v for k, v in counts.items() if k not in {"new_pmids", "summary_failures"}}
 
 
 @flow(name="nightly", task_runner=ThreadPoolTaskRunner(max_workers=3))

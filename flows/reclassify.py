@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from atlas.config import load_settings
 from atlas.store import Store
 from atlas.store.runs import finish_run, start_run
+from flows.publish import publish_task
 from scanner.extract import SCANNER_VERSION
 from scanner.pipeline import reclassify_all
 from scanner.policy import Policy, load_policy
@@ -37,11 +38,12 @@ def reclassify_markdown(counts: dict[str, Any], policy: Policy, run_id: str) -> 
 
 
 @flow(name="reclassify")
-def reclassify(policy_path: str, db_path: str | None = None) -> dict[str, Any]:
-    """Open the store, load the policy, re-decide every current extraction, record the run."""
+def reclassify(policy_path: str, db_path: str | None = None,
+               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Open the store, load the policy, re-decide every current extraction, record the run, publish."""
     logger = get_run_logger()
     policy = load_policy(policy_path)
-    settings = load_settings(**({"db_path": db_path} if db_path else {}))
+    settings = load_settings(**{**(overrides or {}), **({"db_path": db_path} if db_path else {})})
     with Store.open(settings.database, snapshot=settings.snapshot) as store:
         run_id = start_run(store, "reclassify", parameters={"policy_path": policy_path},
                            versions={"scanner": SCANNER_VERSION, "policy": policy.version,
@@ -52,6 +54,7 @@ def reclassify(policy_path: str, db_path: str | None = None) -> dict[str, Any]:
             finish_run(store, run_id, status="failed", error=f"{type(error).__name__}: {error}")
             raise
         finish_run(store, run_id, status="completed", counts=counts)
+        counts["publish"] = publish_task(store, settings)
     create_markdown_artifact(key="reclassify-summary", markdown=reclassify_markdown(counts, policy, run_id),
                              description=f"reclassify run {run_id}")
     logger.info("reclassify %s under policy v%s: %s", run_id, policy.version, counts)

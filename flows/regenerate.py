@@ -14,6 +14,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from atlas.config import load_settings
+from atlas.store import Store
+from flows.publish import publish_task
 from generator.pipeline import report_markdown, run_regeneration
 
 
@@ -44,6 +47,10 @@ def regenerate(pmids: list[str] | None = None, since: str | None = None, all: bo
         "overrides": overrides,
     }
     counts = generate_task(parameters)
+    if not dry_run:
+        settings = load_settings(**{**(overrides or {}), **({"db_path": db_path} if db_path else {})})
+        with Store.open(settings.database, snapshot=settings.snapshot) as store:
+            counts["publish"] = publish_task(store, settings)
     title = "Regenerate (dry run)" if dry_run else f"Regenerate run `{counts.get('run_id')}`: {counts.get('status')}"
     create_markdown_artifact(key="regenerate-summary", markdown=report_markdown(counts, title=title),
                              description="summaries generated, cost and failures")

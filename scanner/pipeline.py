@@ -15,6 +15,7 @@ from typing import Any
 
 from atlas.config import Settings
 from atlas.store import Store
+from atlas.store.policies import record_policy
 from atlas.store.scans import (
     CLASSIFICATION_SCHEMA,
     all_current_extractions,
@@ -147,6 +148,7 @@ def _extract_batch(batch: Sequence[dict[str, Any]], methods: dict[str, str], rea
 def decide_pending(store: Store, policy: Policy, *, run_id: str | None, progress: Progress | None = None,
                    batch_size: int = 5000) -> int:
     """Decide every current extraction that has no decision under this policy's hash yet."""
+    remember_policy(store, policy)
     decided = 0
     for rows in undecided_extractions(store, policy.hash, batch_size=batch_size):
         columns = _Columns(policy)
@@ -158,6 +160,16 @@ def decide_pending(store: Store, policy: Policy, *, run_id: str | None, progress
     return decided
 
 
+def remember_policy(store: Store, policy: Policy) -> bool:
+    """Keep the policy's badge wording and names beside its decisions (once per policy hash)."""
+    return record_policy(
+        store, policy_hash=policy.hash, version=policy.version,
+        badges={pem: badge.model_dump() for pem, badge in policy.badges.items()},
+        criteria_names={c.id: c.name for c in policy.criteria},
+        document=policy.model_dump(mode="json"),
+    )
+
+
 def reclassify_all(store: Store, policy: Policy, *, run_id: str | None) -> dict[str, Any]:
     """Re-decide every current extraction under ``policy`` from stored facts: no text, no LLM.
 
@@ -165,6 +177,7 @@ def reclassify_all(store: Store, policy: Policy, *, run_id: str | None) -> dict[
     reclassified last is the one ``current_classifications`` shows.
     """
     began = time.perf_counter()
+    remember_policy(store, policy)
     table = all_current_extractions(store)
     previous = current_labels(store)
     loaded = time.perf_counter()

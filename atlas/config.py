@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=200, ge=1, le=10_000)
     http_timeout: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=6, ge=0)
+    retry_wait_base: float = Field(default=1.0, ge=0)  # seconds; backoff doubles from here (with jitter)
     fetch_fulltext: bool = True
 
     # LLM (generator/llm.py); no base_url means the offline extractive backend

@@ -250,7 +250,7 @@ class EutilsClient:
         *,
         limiter: RateLimiter | None = None,
         transport: httpx.BaseTransport | None = None,
-        retry_wait_base: float = 1.0,
+        retry_wait_base: float | None = None,
         retry_wait_max: float = 60.0,
         retry_after_max: float = 120.0,
         search_cap: int = ESEARCH_CAP,
@@ -261,7 +261,7 @@ class EutilsClient:
         self.settings = settings
         self.limiter = limiter if limiter is not None else RateLimiter(settings.rate_limit)
         self.max_retries = settings.max_retries
-        self.retry_wait_base = retry_wait_base
+        self.retry_wait_base = settings.retry_wait_base if retry_wait_base is None else retry_wait_base
         self.retry_wait_max = retry_wait_max
         self.retry_after_max = retry_after_max
         self.search_cap = search_cap

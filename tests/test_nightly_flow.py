@@ -1,0 +1,188 @@
+"""The real nightly flow on Prefect's ephemeral engine, against the loopback fake E-utilities.
+
+Covers what only shows end to end: an unchanged re-run writes nothing, service
+faults are retried inside a run, a failed batch leaves the watermark where it
+was, a malformed record is reported while its batch is stored, a killed run is
+finished by the next one with nothing duplicated, and a locked database fails
+clearly without writing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from atlas.errors import DatabaseLocked
+from atlas.fakes.eutils import FakeEutils
+from flows.nightly import nightly
+
+REPO = Path(__file__).resolve().parent.parent
+AS_OF = date(2025, 10, 31)
+RATE = 30.0
+
+TABLES = ("papers", "records", "extractions", "classifications", "summaries", "deletions")
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    target = tmp_path / "corpus"
+    shutil.copytree(REPO / "data" / "sample" / "pubmed", target)
+    return target
+
+
+@pytest.fixture
+def fake(corpus: Path):
+    with FakeEutils(corpus, rate_limit=RATE) as server:
+        yield server
+
+
+def overrides(fake: FakeEutils, data_dir: Path, **extra) -> dict:
+    return {"data_dir": str(data_dir), "eutils_url": fake.url, "ncbi_email": "tests@example.org",
+            "requests_per_second": RATE, "first_run_days": 120, "retry_wait_base": 0.05, **extra}
+
+
+def row_counts(db: Path) -> dict[str, int]:
+    with duckdb.connect(str(db), read_only=True) as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+
+def test_first_run_stores_scans_summarises_publishes_and_an_unchanged_rerun_writes_nothing(
+        fake: FakeEutils, tmp_path: Path) -> None:
+    settings = overrides(fake, tmp_path / "data")
+    first = nightly(as_of=AS_OF, overrides=settings)
+    assert first["status"] == "completed"
+    assert first["inserted"] == first["found"] > 100
+    assert first["scan"]["extracted"] == first["inserted"]
+    assert first["generate"]["generated"] == first["inserted"]
+    db = tmp_path / "data" / "atlas.duckdb"
+    before = row_counts(db)
+
+    second = nightly(as_of=AS_OF, overrides=settings)
+    assert second["status"] == "completed"
+    assert (second["inserted"], second["scan"]["extracted"], second["scan"]["decided"],
+            second["generate"]["generated"]) == (0, 0, 0, 0)
+    assert row_counts(db) == before
+
+    snapshot = tmp_path / "data" / "atlas.snapshot.duckdb"
+    with duckdb.connect(str(snapshot), read_only=True) as conn:
+        runs = conn.execute("SELECT run_id, status FROM run_summary ORDER BY started_at").fetchall()
+        assert [status for _, status in runs] == ["completed", "completed"]  # the run row precedes its snapshot
+        evidence = conn.execute("SELECT count(*), count(pem), count(summary_status) FROM evidence").fetchone()
+        assert evidence == (first["inserted"],) * 3
+        line = conn.execute("SELECT versions FROM evidence LIMIT 1").fetchone()[0]
+        assert line.startswith("Generator v1 / Scanner v") and line.endswith("/ policy v0.1")
+    assert (tmp_path / "data" / "pages" / "index.html").exists()
+    assert (tmp_path / "data" / "export" / "evidence.parquet").exists()
+
+
+def test_service_faults_are_retried_and_nothing_is_lost(fake: FakeEutils, tmp_path: Path) -> None:
+    fake.faults.rate_limit_storm(4).server_errors(2, endpoint="efetch.fcgi").truncate(1, endpoint="efetch.fcgi")
+    fake.faults.html_page(1, endpoint="esearch.fcgi").in_band_error(1, endpoint="esearch.fcgi")
+    counts = nightly(as_of=AS_OF, overrides=overrides(fake, tmp_path / "data", batch_size=40))
+    assert counts["status"] == "completed"
+    assert counts["retries"] >= 9
+    assert counts["inserted"] == counts["found"] > 100
+    assert counts["failed_batches"] == 0
+
+
+def test_a_batch_that_keeps_failing_is_recorded_and_the_window_is_retried(fake: FakeEutils, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    fake.faults.server_errors(50, status=502, endpoint="efetch.fcgi")
+    failed = nightly(as_of=AS_OF, overrides=overrides(fake, data, max_retries=1, batch_size=1000))
+    assert failed["status"] == "partial" and failed["failed_batches"] == 1 and failed["inserted"] == 0
+    db = data / "atlas.duckdb"
+    with duckdb.connect(str(db), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM current_watermarks").fetchone()[0] == 0
+        stages = conn.execute("SELECT DISTINCT stage FROM paper_failures").fetchall()
+        assert stages == [("fetch",)]
+    fake.faults.clear()
+    retried = nightly(as_of=AS_OF, overrides=overrides(fake, data))
+    assert retried["status"] == "completed"
+    assert retried["window"] == failed["window"]
+    assert retried["inserted"] == failed["found"]
+    with duckdb.connect(str(db), read_only=True) as conn:
+        assert conn.execute("SELECT value FROM current_watermarks").fetchone()[0] == AS_OF
+
+
+def test_a_malformed_record_is_reported_and_its_batch_is_stored(corpus: Path, tmp_path: Path) -> None:
+    week = sorted(corpus.glob("*.xml"))[0]
+    text = week.read_text("utf-8")
+    first_pmid = text.split('<PMID Version="1">', 1)[1].split("<", 1)[0]
+    week.write_text(text.replace(f'<PMID Version="1">{first_pmid}', f'<PMID Version="one">{first_pmid}', 1), "utf-8")
+    with FakeEutils(corpus, rate_limit=RATE) as server:
+        counts = nightly(as_of=AS_OF, overrides=overrides(server, tmp_path / "data"))
+    assert counts["failed"] == 1 and counts["inserted"] == counts["found"] - 1
+    with duckdb.connect(str(tmp_path / "data" / "atlas.duckdb"), read_only=True) as conn:
+        failure = conn.execute("SELECT pmid, stage, error, raw IS NOT NULL FROM paper_failures").fetchall()
+        assert failure == [(first_pmid, "parse", failure[0][2], True)]
+        assert "Version" in failure[0][2] or "ValueError" in failure[0][2]
+        assert conn.execute("SELECT count(*) FROM current_papers WHERE pmid = ?", [first_pmid]).fetchone()[0] == 0
+
+
+RUN_NIGHTLY = textwrap.dedent("""
+    import sys
+    from datetime import date
+    from flows.nightly import nightly
+    nightly(as_of=date(2025, 10, 31), overrides={
+        "data_dir": sys.argv[1], "eutils_url": sys.argv[2], "ncbi_email": "tests@example.org",
+        "requests_per_second": 30.0, "first_run_days": 120, "batch_size": 10})
+""")
+
+
+def test_a_killed_run_is_finished_by_the_next_with_nothing_duplicated(fake: FakeEutils, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    fake.faults.slow(30, seconds=0.4, endpoint="efetch.fcgi")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    child = subprocess.Popen([sys.executable, "-c", RUN_NIGHTLY, str(data), fake.url], cwd=REPO, env=env,
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while sum(r.endpoint == "efetch.fcgi" for r in fake.requests) < 4:
+            assert child.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run never reached its fourth batch"
+            time.sleep(0.05)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    fake.faults.clear()
+    db = data / "atlas.duckdb"
+    partial = row_counts(db)
+    assert 0 < partial["papers"] < 100
+
+    counts = nightly(as_of=AS_OF, overrides=overrides(fake, data))
+    assert counts["status"] == "completed"
+    assert counts["unchanged"] == partial["papers"]  # what the killed run stored is not written again
+    with duckdb.connect(str(db), read_only=True) as conn:
+        total, distinct = conn.execute("SELECT count(*), count(DISTINCT pmid) FROM papers").fetchone()
+        assert total == distinct == counts["found"]
+        assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == total
+        statuses = [r[0] for r in conn.execute("SELECT status FROM run_summary ORDER BY started_at").fetchall()]
+        assert statuses == ["running or interrupted", "completed"]
+
+
+HOLD_LOCK = "import sys, time, duckdb; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+
+
+def test_a_locked_database_fails_the_run_clearly_and_writes_nothing(fake: FakeEutils, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(data / "atlas.duckdb")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DatabaseLocked, match="atlas.snapshot.duckdb"):
+            nightly(as_of=AS_OF, overrides=overrides(fake, data))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not [r for r in fake.requests if r.endpoint == "efetch.fcgi"]

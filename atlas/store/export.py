@@ -41,3 +41,11 @@ def evidence_rows(store: Store) -> list[dict]:
     cursor = store.conn.execute("SELECT * FROM evidence ORDER BY pmid")
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def evidence_fingerprint(store: Store) -> str:
+    """A hash of every evidence row: equal fingerprints mean the pages would come out the same."""
+    row = store.conn.execute(
+        "SELECT md5(coalesce(string_agg(to_json(e)::VARCHAR, chr(10) ORDER BY pmid), '')) FROM evidence e"
+    ).fetchall()
+    return row[0][0]

@@ -24,6 +24,7 @@ import pytest
 
 from atlas.errors import DatabaseLocked
 from atlas.fakes.eutils import FakeEutils
+from atlas.store import Store
 from flows.nightly import nightly
 
 REPO = Path(__file__).resolve().parent.parent
@@ -140,7 +141,11 @@ RUN_NIGHTLY = textwrap.dedent("""
 
 
 def test_a_killed_run_is_finished_by_the_next_with_nothing_duplicated(fake: FakeEutils, tmp_path: Path) -> None:
+    """Also: while a run holds the live database, analysts read the snapshot and get a clear lock message."""
     data = tmp_path / "data"
+    earlier = nightly(as_of=date(2025, 8, 31), overrides=overrides(fake, data, first_run_days=30))
+    assert earlier["status"] == "completed" and earlier["inserted"] > 0
+    fake.reset_stats()
     fake.faults.slow(30, seconds=0.4, endpoint="efetch.fcgi")
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
     child = subprocess.Popen([sys.executable, "-c", RUN_NIGHTLY, str(data), fake.url], cwd=REPO, env=env,
@@ -151,23 +156,27 @@ def test_a_killed_run_is_finished_by_the_next_with_nothing_duplicated(fake: Fake
             assert child.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline, "the run never reached its fourth batch"
             time.sleep(0.05)
+        with duckdb.connect(str(data / "atlas.snapshot.duckdb"), read_only=True) as analyst:
+            assert analyst.execute("SELECT count(*) FROM evidence").fetchone()[0] == earlier["inserted"]
+        with pytest.raises(DatabaseLocked, match="atlas.snapshot.duckdb"):
+            Store.open(data / "atlas.duckdb", read_only=True, snapshot=data / "atlas.snapshot.duckdb")
     finally:
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
     fake.faults.clear()
     db = data / "atlas.duckdb"
     partial = row_counts(db)
-    assert 0 < partial["papers"] < 100
+    assert earlier["inserted"] < partial["papers"] < 100
 
     counts = nightly(as_of=AS_OF, overrides=overrides(fake, data))
     assert counts["status"] == "completed"
-    assert counts["unchanged"] == partial["papers"]  # what the killed run stored is not written again
+    assert counts["unchanged"] > partial["papers"] - earlier["inserted"]  # the killed run's papers are not rewritten
     with duckdb.connect(str(db), read_only=True) as conn:
         total, distinct = conn.execute("SELECT count(*), count(DISTINCT pmid) FROM papers").fetchone()
-        assert total == distinct == counts["found"]
+        assert total == distinct == partial["papers"] + counts["inserted"] == 112  # every on-topic demo paper
         assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == total
         statuses = [r[0] for r in conn.execute("SELECT status FROM run_summary ORDER BY started_at").fetchall()]
-        assert statuses == ["running or interrupted", "completed"]
+        assert statuses == ["completed", "running or interrupted", "completed"]
 
 
 HOLD_LOCK = "import sys, time, duckdb; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)"

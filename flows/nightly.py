@@ -18,7 +18,7 @@ from atlas.ingest import WATERMARK, Window, nightly_window
 from atlas.pubmed.client import EutilsClient
 from atlas.report import run_markdown
 from atlas.store import Store
-from atlas.store.runs import finish_run, get_watermark, start_run
+from atlas.store.runs import finish_run, get_watermark, run_failures, start_run
 from flows.ingest import generate_task, ingest_window, scan_task
 from flows.publish import publish_task
 from flows.versions import current_versions
@@ -54,6 +54,7 @@ def run_ingest(settings: Settings, *, flow_name: str, window_for, advance_waterm
         status = "completed" if not counts.get("failed_batches") else "partial"
         finish_run(store, run_id, status=status, counts=_storable(counts))
         counts["publish"] = publish_task(store, settings)
+        counts["failures"] = run_failures(store, run_id)
     counts.update(run_id=run_id, status=status, versions=versions)
     create_markdown_artifact(key=f"{flow_name}-summary", markdown=run_markdown(flow_name, counts),
                              description=f"{flow_name} run {run_id}")
@@ -62,7 +63,7 @@ def run_ingest(settings: Settings, *, flow_name: str, window_for, advance_waterm
 
 
 def _storable(counts: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in counts.items() if k not in {"new_pmids", "summary_failures"}}
+    return {k: v for k, v in counts.items() if k not in {"new_pmids", "summary_failures", "failures"}}
 
 
 @flow(name="nightly", task_runner=ThreadPoolTaskRunner(max_workers=3))

@@ -62,3 +62,10 @@ def recent_runs(store: Store, limit: int = 10) -> list[dict[str, Any]]:
     )
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def run_failures(store: Store, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The first failure rows a run wrote (stage, PMID, error), for its report."""
+    cursor = store.conn.execute(
+        "SELECT stage, pmid, error FROM paper_failures WHERE run_id = ? ORDER BY failed_at LIMIT ?", [run_id, limit])
+    return [{"stage": stage, "pmid": pmid, "error": error} for stage, pmid, error in cursor.fetchall()]

@@ -156,3 +156,16 @@ def test_snapshot_is_published_whole_and_readable_while_the_writer_is_open(store
     with duckdb.connect(str(snapshot), read_only=True) as fresh:
         assert fresh.execute("SELECT count(*) FROM current_papers").fetchone()[0] == 3
     assert [p.name for p in snapshot.parent.iterdir()] == ["atlas.snapshot.duckdb"]
+
+
+def test_evidence_flags_retractions_from_the_record_and_from_a_notice(store: Store) -> None:
+    retracted_in_record = make_paper("100")
+    retracted_in_record.is_retracted, retracted_in_record.retracted_by = True, ["900"]
+    retracted_by_notice = make_paper("101")
+    notice = make_paper("901")
+    notice.publication_types, notice.retraction_of = ["Retraction of Publication"], ["101"]
+    write_batch(store, [retracted_in_record, retracted_by_notice, notice, make_paper("102")], run_id="r1")
+    rows = dict(store.conn.execute("SELECT pmid, is_retracted FROM evidence").fetchall())
+    assert rows == {"100": True, "101": True, "901": False, "102": False}
+    flagged = store.conn.execute("SELECT pmid, retracted_by FROM retracted_papers ORDER BY pmid").fetchall()
+    assert flagged == [("100", ["900"]), ("101", ["901"])]

@@ -12,14 +12,22 @@ CREATE TABLE policy_documents (
 );
 
 CREATE VIEW evidence AS
-WITH policy AS (
+WITH notices AS (
+    -- A retraction notice names the paper it retracts; flag that paper even before its own record is revised.
+    SELECT retracted AS pmid, list(notice) AS notice_pmids
+    FROM (SELECT unnest(retraction_of) AS retracted, pmid AS notice FROM current_papers WHERE len(retraction_of) > 0)
+    GROUP BY retracted
+),
+policy AS (
     SELECT * FROM policy_documents
     QUALIFY row_number() OVER (PARTITION BY policy_hash ORDER BY seq) = 1
 )
 SELECT
     p.pmid, p.title, p.title_markup, p.authors, p.journal, p.journal_abbrev, p.volume, p.issue, p.pages,
     p.year, p.doi, p.pmcid, p.kind, p.publication_types, p.languages,
-    p.is_retracted, p.retracted_by, p.errata,
+    (p.is_retracted OR n.pmid IS NOT NULL) AS is_retracted,
+    list_distinct(list_concat(coalesce(p.retracted_by, []), coalesce(n.notice_pmids, []))) AS retracted_by,
+    p.errata,
     c.criteria,
     CASE WHEN c.criteria IS NULL THEN NULL
          ELSE list_transform(c.criteria, lambda x: coalesce(json_extract_string(pol.criteria_names, '$."' || x || '"'), x))
@@ -41,7 +49,8 @@ SELECT
 FROM current_papers p
 LEFT JOIN current_classifications c ON c.pmid = p.pmid
 LEFT JOIN policy AS pol ON pol.policy_hash = c.policy_hash
-LEFT JOIN current_summaries s ON s.pmid = p.pmid;
+LEFT JOIN current_summaries s ON s.pmid = p.pmid
+LEFT JOIN notices n ON n.pmid = p.pmid;
 
 CREATE VIEW retracted_papers AS
 SELECT pmid, title, retracted_by, accessed FROM evidence WHERE is_retracted;

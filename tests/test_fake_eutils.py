@@ -340,8 +340,13 @@ def test_unknown_endpoint_is_404(fake, http):
 
 
 def test_binds_loopback_only(fake):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from atlas.fakes.loopback import LoopbackThread
+
     assert fake.url.startswith("http://127.0.0.1:")
-    assert fake._server.server_address[0] == "127.0.0.1"
+    with pytest.raises(ValueError, match="loopback only"):
+        LoopbackThread().start(ThreadingHTTPServer(("0.0.0.0", 0), BaseHTTPRequestHandler), "wide-open")
 
 
 # ---------------------------------------------------------------- command line

@@ -35,6 +35,8 @@ from xml.sax.saxutils import escape
 
 from lxml import etree
 
+from atlas.fakes.loopback import LoopbackThread
+
 log = logging.getLogger(__name__)
 
 ESEARCH_CAP = 9_999
@@ -521,8 +523,7 @@ class FakeEutils:
         self._requests: deque[ReceivedRequest] = deque(maxlen=max_logged_requests)
         self.request_count = 0
         self.sent_429 = 0
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._loop = LoopbackThread()
         if self.corpus_dir is not None:
             self.reload()
 
@@ -588,31 +589,20 @@ class FakeEutils:
     @property
     def url(self) -> str:
         """Base URL ending in '/', to use as ``eutils_url``."""
-        if self._server is None:
+        if not self._loop.running:
             raise RuntimeError("FakeEutils is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}{BASE_PATH}"
+        return f"http://127.0.0.1:{self._loop.port}{BASE_PATH}"
 
     def start(self) -> FakeEutils:
-        if self._server is not None:
+        if self._loop.running:
             return self
         server = _Server(("127.0.0.1", self.port), _Handler)
         server.app = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-eutils", daemon=True
-        )
-        self._thread.start()
+        self._loop.start(server, "fake-eutils")
         return self
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
+        self._loop.stop()
 
     def __enter__(self) -> FakeEutils:
         return self.start()

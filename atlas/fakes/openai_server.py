@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from atlas.fakes.loopback import LoopbackThread
+
 MODES = ("rate_limit", "server_error", "invalid_json", "truncated", "wrong_schema", "obey_injection",
          "auth_error", "bad_request", "html")
 
@@ -160,31 +162,20 @@ class FakeOpenAIServer:
         self._bodies: deque[dict[str, Any]] = deque(maxlen=200)
         self._last_headers: dict[str, str] = {}
         self._in_flight = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._loop = LoopbackThread()
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> "FakeOpenAIServer":
-        if self._server is not None:
+        if self._loop.running:
             return self
         server = _Server((self.host, self.port), _handler_for(self))
-        self._server = server
-        self.port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-openai", daemon=True)
-        self._thread.start()
+        self._loop.start(server, "fake-openai")
+        self.port = self._loop.port
         return self
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
+        self._loop.stop()
 
     def __enter__(self) -> "FakeOpenAIServer":
         return self.start()

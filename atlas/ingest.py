@@ -12,7 +12,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from atlas.models import BadRecord, Paper
 from atlas.pubmed.client import EutilsClient
 from atlas.pubmed.parse import iter_records
 from atlas.store.db import Store
@@ -60,10 +59,8 @@ def ingest_batch(client: EutilsClient, store: Store, pmids: Sequence[str], *, ru
     """
     body = client.efetch_pubmed(pmids)
     items = list(iter_records(body))
-    returned = {item.pmid for item in items if isinstance(item, Paper)}
-    returned |= {item.pmid for item in items if isinstance(item, BadRecord) and item.pmid}
     lock = write_lock or threading.Lock()
     with lock:
         counts = write_batch(store, items, run_id=run_id, source="efetch")
-    counts.missing = len(set(pmids) - returned - {getattr(i, "pmid", None) for i in items})
+    counts.missing = len(set(pmids) - {item.pmid for item in items})
     return counts

@@ -29,3 +29,11 @@ def fixtures() -> Path:
 @pytest.fixture
 def sample_corpus() -> Path:
     return REPO / "data" / "sample" / "pubmed"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Prefect stops its ephemeral engine at interpreter exit and logs to pytest's already closed
+    capture stream; without this the run ends with a 'Logging error' traceback after the summary."""
+    import logging
+
+    logging.raiseExceptions = False

@@ -61,7 +61,7 @@ DESIGN_LIMITATIONS = {
     "meta_analysis": "Pooled results depend on the quality of the studies included.",
     "review": "A review is only as strong as the studies it includes.",
     "cohort": "Other factors, not studied here, may explain the links found.",
-    "case_control": "The groups already differed at the start, so other factors may explain the results.",
+    "case_control": "People with and without the illness may differ in other ways too, and those differences could explain the results.",
     "cross_sectional": "Everything was measured at one time, so it cannot show what came first.",
     "case_report": "Very few people were described, so the results may not apply to others.",
     "protocol": "No results are reported yet.",

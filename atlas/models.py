@@ -74,7 +74,7 @@ class Paper:
     retracted_by: list[str] = field(default_factory=list)
     retraction_of: list[str] = field(default_factory=list)
     is_retracted: bool = False
-    raw_xml: str = ""
+    raw_xml: bytes = b""  # the record exactly as received (UTF-8 XML, or MEDLINE text), hashed as is
     content_hash: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -82,6 +82,8 @@ class Paper:
         for key in ("entrez_date", "revised_date"):
             if data[key] is not None:
                 data[key] = data[key].isoformat()
+        if isinstance(data["raw_xml"], bytes):
+            data["raw_xml"] = data["raw_xml"].decode("utf-8", "replace")
         return data
 
 
@@ -99,11 +101,11 @@ class BadRecord:
 
     pmid: str | None
     error: str
-    raw_xml: str = ""
+    raw_xml: bytes = b""
 
 
 def content_hash(raw: str | bytes) -> str:
-    """sha256 of a record's raw text: unchanged bytes mean nothing to write."""
+    """sha256 of a record's raw bytes (text is hashed as UTF-8): unchanged bytes mean nothing to write."""
     if isinstance(raw, str):
         raw = raw.encode("utf-8")
     return hashlib.sha256(raw).hexdigest()

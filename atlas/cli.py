@@ -188,7 +188,7 @@ def show(pmid: str, data_dir: DataDir = None, raw: bool = typer.Option(False, he
             text = store.conn.execute(
                 "SELECT raw FROM records WHERE pmid = ? AND content_hash = ?", [pmid, record["content_hash"]]
             ).fetchone()
-            console.print(text[0] if text else raw_text, markup=False, highlight=False)
+            console.print(text[0].decode("utf-8", "replace") if text else raw_text, markup=False, highlight=False)
 
 
 def _has_relation(store, name: str) -> bool:

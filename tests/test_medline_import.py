@@ -103,11 +103,13 @@ def test_norwegian_record_details():
 
 def test_raw_text_is_the_record_and_hash_follows_it():
     for paper in _imported().values():
-        assert paper.raw_xml.startswith(f"PMID- {paper.pmid}\n")
-        assert "\r" not in paper.raw_xml
+        assert paper.raw_xml.startswith(f"PMID- {paper.pmid}\n".encode())
+        assert b"\r" not in paper.raw_xml
         assert paper.content_hash == content_hash(paper.raw_xml)
     three = [p.raw_xml for p in iter_medline(MEDLINE / "pubmed-three-records.txt")]
-    assert len(set(three)) == 3 and all("\n\n" not in raw for raw in three)
+    assert len(set(three)) == 3 and all(b"\n\n" not in raw for raw in three)
+    source = (MEDLINE / "pubmed-three-records.txt").read_bytes().replace(b"\r\n", b"\n")
+    assert all(raw in source for raw in three)  # each record's own lines, as saved
 
 
 def test_crlf_nbib_reads_like_lf_text():
@@ -195,7 +197,7 @@ def test_small_export_retraction_errata_and_bad_records():
     assert paper.revised_date is None  # 30 February is not a date
     assert paper.status == "Publisher"
     assert no_pmid.pmid is None and no_pmid.error == "MEDLINE record has no PMID line"
-    assert no_pmid.raw_xml.startswith("OWN - NLM\nTI  - A record without a PMID line.")
+    assert no_pmid.raw_xml.startswith(b"OWN - NLM\nTI  - A record without a PMID line.")
     assert bad_pmid.pmid == "12AB" and "not a number" in bad_pmid.error
     assert last.pmid == "29000003" and last.year == 2019 and last.abstract is None
 
@@ -238,7 +240,7 @@ def test_blank_continuation_line_keeps_the_record_together():
     assert first.pmid == "29000010" and second.pmid == "29000011"
     assert first.abstract == "First paragraph of the abstract. Second paragraph after a blank continuation line."
     assert first.languages == ["eng"]
-    assert "      \n      Second paragraph" in first.raw_xml
+    assert b"      \n      Second paragraph" in first.raw_xml
 
 
 def test_other_export_formats_are_refused_with_a_clear_error():

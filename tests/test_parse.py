@@ -830,3 +830,111 @@ def test_year_falls_back_to_medline_date_then_article_date():
     no_pub_date = re.sub(r"<PubDate>.*?</PubDate>", "", article, flags=re.S)
     paper = parse_record(no_pub_date)
     assert (paper.year, paper.pub_date) == (2023, "2023 Mar 27")
+
+
+# --------------------------------------------------------------------------- raw records and unusual documents
+
+
+def _fields(records) -> list[tuple]:
+    """What a reader of the records sees, without the raw bytes (which may be re-serialised)."""
+    return [
+        (type(r).__name__, getattr(r, "pmid", None), getattr(r, "title", None), getattr(r, "abstract", None),
+         getattr(r, "authors", None), getattr(r, "version", None))
+        for r in records
+    ]
+
+
+def test_raw_xml_is_the_record_exactly_as_received():
+    for name in ALL_FIXTURES:
+        data = fixture_bytes(name)
+        for record in iter_records(FIXTURES / name):
+            if isinstance(record, Paper):
+                assert record.raw_xml in data, (name, record.pmid)
+                assert record.content_hash == content_hash(record.raw_xml)
+    book = one("pubmed_20301577")
+    assert b"GeneReviews<sup>&#xae;</sup>" in book.raw_xml  # character references are kept, not re-encoded
+    assert book.journal == "GeneReviews®"
+
+
+def _set(*parts: str, prolog: str = '<?xml version="1.0" encoding="UTF-8"?>\n') -> bytes:
+    return (prolog + "<PubmedArticleSet>\n" + "\n".join(parts) + "\n</PubmedArticleSet>\n").encode("utf-8")
+
+
+TWO = ("pubmed_27350240", "pubmed_36987902")
+
+
+def test_end_tag_inside_a_comment_or_cdata_does_not_cut_the_record():
+    first, second = (_article_xml(p) for p in TWO)
+    plain = parse_records(_set(first, second))
+    commented = first.replace("<MedlineCitation ", "<!-- a stray </PubmedArticle> --><MedlineCitation ", 1)
+    in_cdata = first.replace("<MedlineCitation ", "<![CDATA[</PubmedArticle>]]><MedlineCitation ", 1)
+    for variant in (commented, in_cdata):
+        records = parse_records(_set(variant, second))
+        assert _fields(records) == _fields(plain)
+
+
+def test_comments_and_processing_instructions_between_records():
+    first, second = (_article_xml(p) for p in TWO)
+    document = _set(first, "<!-- next record -->", "<?pi data?>", second)
+    assert [r.pmid for r in parse_records(document)] == ["27350240", "36987902"]
+    trailing = _set(first, second) + b"<!-- after the root -->\n"
+    assert [r.pmid for r in parse_records(trailing)] == ["27350240", "36987902"]
+    with pytest.raises(ParseError, match="malformed or truncated"):
+        parse_records(_set(first, second) + b"<PubmedArticle/>")
+
+
+def test_non_utf8_document_is_read_and_raw_xml_is_utf8():
+    first, second = (_article_xml(p) for p in TWO)
+    document = _set(first, second, prolog='<?xml version="1.0" encoding="ISO-8859-1"?>\n')
+    latin1 = document.decode("utf-8").encode("iso-8859-1")
+    records = parse_records(latin1)
+    assert _fields(records) == _fields(parse_records(_set(first, second)))
+    assert records[1].authors[0].fore == "Øyvind"
+    for record in records:
+        record.raw_xml.decode("utf-8")  # re-serialised as UTF-8
+        assert parse_record(record.raw_xml).pmid == record.pmid
+
+
+def test_entity_reference_allowed_by_the_doctype_is_kept():
+    first, second = (_article_xml(p) for p in TWO)
+    prolog = ('<?xml version="1.0"?>\n<!DOCTYPE PubmedArticleSet PUBLIC "-//NLM//DTD PubMedArticle, 1st January 2025//EN"'
+              ' "https://dtd.nlm.nih.gov/ncbi/pubmed/out/pubmed_250101.dtd">\n')
+    with_entity = re.sub(r"(<ArticleTitle>)", r"\1Caf&eacute; ", first, count=1)
+    records = parse_records(_set(with_entity, second, prolog=prolog))
+    assert [r.pmid for r in records] == ["27350240", "36987902"]
+    assert records[0].title.startswith("Café ")
+
+
+def test_namespace_declared_on_the_root_reaches_the_records():
+    first, second = (_article_xml(p) for p in TWO)
+    math = '<mml:math><mml:msup><mml:mi>r</mml:mi><mml:mn>2</mml:mn></mml:msup></mml:math>'
+    with_math = first.replace("<ArticleTitle>", f"<ArticleTitle>{math} ", 1)
+    document = _set(with_math, second).replace(
+        b"<PubmedArticleSet>", b'<PubmedArticleSet xmlns:mml="http://www.w3.org/1998/Math/MathML">', 1)
+    records = parse_records(document)
+    assert records[0].title.startswith("r^2 ")
+    assert parse_record(records[0].raw_xml).title == records[0].title  # the raw record carries the declaration
+    foreign = _set(first, second).replace(b"<PubmedArticleSet>", b'<PubmedArticleSet xmlns="urn:example">', 1)
+    with pytest.raises(ParseError, match="unexpected root element"):
+        parse_records(foreign)  # records in another namespace are not PubMed records
+
+
+class _Trickle:
+    """A stream that hands out a few bytes per read, so records straddle every refill."""
+
+    def __init__(self, data: bytes, step: int):
+        self._stream = io.BytesIO(data)
+        self._step = step
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read(min(self._step, size) if size and size > 0 else self._step)
+
+
+@pytest.mark.parametrize("step", [1, 7, 4096])
+def test_records_split_across_reads(step):
+    data = fixture_bytes("pubmed_2024dtd")
+    expected = parse_records(data)
+    got = list(iter_records(_Trickle(data, step)))
+    assert got == expected
+    deletion = _set(_article_xml("pubmed_27350240"), '<DeleteCitation><PMID Version="1">1</PMID></DeleteCitation>')
+    assert list(iter_records(_Trickle(deletion, step)))[1:] == [Deletion("1", 1)]

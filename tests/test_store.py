@@ -19,8 +19,11 @@ from atlas.store.papers import write_batch
 from atlas.store.runs import finish_run, get_watermark, recent_runs, set_watermark, start_run
 
 
+FIXTURES = Path(__file__).parent / "fixtures" / "pubmed"
+
+
 def make_paper(pmid: str, body: str = "") -> Paper:
-    raw = f"<PubmedArticle><PMID>{pmid}</PMID>{body}</PubmedArticle>"
+    raw = f"<PubmedArticle><PMID>{pmid}</PMID>{body}</PubmedArticle>".encode()
     return Paper(pmid=pmid, title=f"Title {pmid} {body}", authors=[Author(last="Nacul", fore="Luis", initials="L")],
                  publication_types=["Journal Article"], mesh_terms=["Fatigue Syndrome, Chronic"], year=2025,
                  raw_xml=raw, content_hash=content_hash(raw))
@@ -69,6 +72,31 @@ def test_unchanged_content_writes_nothing_and_changes_append(store: Store) -> No
     assert history == [(1,), (2,)]
 
 
+def test_a_batch_mixing_unchanged_revised_and_new_papers_writes_only_the_changes(store: Store) -> None:
+    write_batch(store, [make_paper("1"), make_paper("2")], run_id="r1")
+    mixed = write_batch(store, [make_paper("1"), make_paper("2", "<Revised/>"), make_paper("3")], run_id="r2")
+    assert (mixed.inserted, mixed.unchanged, mixed.inserted_pmids) == (2, 1, ["2", "3"])
+    assert store.conn.execute("SELECT pmid, run_id FROM records ORDER BY seq").fetchall() == [
+        ("1", "r1"), ("2", "r1"), ("2", "r2"), ("3", "r2")]
+
+
+def test_raw_record_is_stored_verbatim_and_hashed_as_stored(store: Store) -> None:
+    from atlas.pubmed.parse import iter_records
+
+    source = (FIXTURES / "pubmed_20301577_pubmedbookarticle_genereviews.xml").read_bytes()
+    (book,) = iter_records(source)
+    other = make_paper("2")
+    other.raw_xml = other.raw_xml.decode()  # text is accepted too, stored as its UTF-8 bytes
+    write_batch(store, [book, other], run_id="r1")
+    raw, digest = store.conn.execute("SELECT raw, content_hash FROM records WHERE pmid = '20301577'").fetchone()
+    assert raw == book.raw_xml and raw in source and b"<sup>&#xae;</sup>" in raw
+    assert content_hash(raw) == digest
+    assert store.conn.execute("SELECT raw FROM records WHERE pmid = '2'").fetchone()[0] == other.raw_xml.encode()
+    bad = BadRecord("3", "no title", "<PubmedArticle><PMID>3</PMID><Title>Ø</Title></PubmedArticle>".encode())
+    write_batch(store, [bad], run_id="r2")
+    assert store.conn.execute("SELECT raw FROM paper_failures WHERE pmid = '3'").fetchone()[0] == bad.raw_xml.decode()
+
+
 def test_lists_and_structs_round_trip(store: Store) -> None:
     write_batch(store, [make_paper("7")], run_id="r1")
     authors, mesh = store.conn.execute("SELECT authors, mesh_terms FROM current_papers").fetchone()
@@ -87,7 +115,7 @@ def test_delete_citation_marks_deleted_and_keeps_history(store: Store) -> None:
 
 
 def test_a_bad_record_is_reported_and_the_rest_is_stored(store: Store) -> None:
-    counts = write_batch(store, [make_paper("1"), BadRecord("2", "ArticleTitle missing", "<PubmedArticle/>"),
+    counts = write_batch(store, [make_paper("1"), BadRecord("2", "ArticleTitle missing", b"<PubmedArticle/>"),
                                  make_paper("3")], run_id="r1")
     assert (counts.inserted, counts.failed) == (2, 1)
     assert store.conn.execute("SELECT pmid, stage, error FROM paper_failures").fetchall() == [

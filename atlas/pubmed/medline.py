@@ -3,8 +3,9 @@
 The export (``.txt`` or ``.nbib``) is a series of records separated by blank
 lines; each line is a tag padded to four characters, ``"- "`` and a value, with
 continuation lines indented by six spaces. ``Bio.Medline.parse`` reads the
-fields of each record; the record's own text is kept as ``raw_xml`` (the field
-name is shared with the XML path) and hashed into ``content_hash``.
+fields of each record; the record's own text is kept, UTF-8 encoded, as
+``raw_xml`` (the field name is shared with the XML path) and hashed into
+``content_hash``.
 
 Differences from the XML path, all forced by what the format carries:
 
@@ -124,12 +125,12 @@ def _paper_from_chunk(chunk: str) -> Paper | BadRecord:
         record = records[0]
         pmid = _text(record, "PMID")
         if not pmid:
-            return BadRecord(pmid=None, error="MEDLINE record has no PMID line", raw_xml=chunk)
+            return BadRecord(pmid=None, error="MEDLINE record has no PMID line", raw_xml=chunk.encode("utf-8"))
         if not pmid.isdigit():
-            return BadRecord(pmid=pmid, error=f"PMID {pmid!r} is not a number", raw_xml=chunk)
+            return BadRecord(pmid=pmid, error=f"PMID {pmid!r} is not a number", raw_xml=chunk.encode("utf-8"))
         return _build(record, _fields(chunk), pmid, chunk)
     except Exception as exc:  # one unreadable record must not stop the import
-        return BadRecord(pmid=pmid, error=f"{type(exc).__name__}: {exc}", raw_xml=chunk)
+        return BadRecord(pmid=pmid, error=f"{type(exc).__name__}: {exc}", raw_xml=chunk.encode("utf-8"))
 
 
 def _build(record: Medline.Record, fields: list[tuple[str, str]], pmid: str, chunk: str) -> Paper:
@@ -140,6 +141,7 @@ def _build(record: Medline.Record, fields: list[tuple[str, str]], pmid: str, chu
     year_match = _YEAR.search(dp or "") or _YEAR.search(_text(record, "DEP") or "")
     publication_types = [_clean(v) for v in _values(fields, "PT")]
     retracted_by = _references(fields, "RIN")
+    raw = chunk.encode("utf-8")
     paper = Paper(
         pmid=pmid,
         version=1,
@@ -172,8 +174,8 @@ def _build(record: Medline.Record, fields: list[tuple[str, str]], pmid: str, chu
         retracted_by=retracted_by,
         retraction_of=_references(fields, "ROF"),
         is_retracted=bool(retracted_by) or "Retracted Publication" in publication_types,
-        raw_xml=chunk,
-        content_hash=content_hash(chunk),
+        raw_xml=raw,
+        content_hash=content_hash(raw),
     )
     return paper
 

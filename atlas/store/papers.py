@@ -2,17 +2,19 @@
 
 A record whose content hash equals the paper's current hash writes nothing, so
 re-running a window (after a crash, or the nightly overlap) duplicates nothing.
+Only the (pmid, content_hash) pairs are converted to Arrow for that check; the
+full columns are built for the papers that changed. The raw record goes in as
+bytes (a BLOB), exactly as received: no decoding, no re-encoding.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-
-import html
+from itertools import accumulate, chain
+from operator import attrgetter
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from atlas.models import BadRecord, Deletion, Paper
 from atlas.store.db import Store
@@ -33,8 +35,11 @@ PAPER_SCHEMA = pa.schema([
     ("publication_types", _STRINGS), ("mesh_terms", _STRINGS), ("keywords", _STRINGS), ("languages", _STRINGS),
     ("status", pa.string()), ("entrez_date", pa.date32()), ("revised_date", pa.date32()),
     ("errata", _STRINGS), ("retracted_by", _STRINGS), ("retraction_of", _STRINGS), ("is_retracted", pa.bool_()),
-    ("raw", pa.string()),
+    ("raw", pa.binary()),
 ])
+# The Paper attribute behind each column (the raw record is ``raw_xml``).
+_COLUMN_VALUES = {name: attrgetter("raw_xml" if name == "raw" else name) for name in PAPER_SCHEMA.names}
+_AUTHOR_VALUES = tuple(attrgetter(name) for name in _AUTHOR_FIELDS)
 
 
 @dataclass(slots=True)
@@ -63,43 +68,39 @@ class BatchCounts:
                 "deleted": self.deleted, "failed": self.failed, "missing": self.missing}
 
 
-def _list_of_structs(rows: list[list], fields: tuple[str, ...], struct_type: pa.DataType) -> pa.Array:
-    """Build a list<struct> column from per-row lists without one dict per element (the slow path)."""
-    offsets = [0]
-    children: dict[str, list] = {name: [] for name in fields}
-    for items in rows:
-        for item in items:
-            for name in fields:
-                children[name].append(getattr(item, name))
-        offsets.append(offsets[-1] + len(items))
-    values = pa.StructArray.from_arrays(
-        [pa.array(children[name], type=pa.string()) for name in fields], fields=list(struct_type))
+def _list_of_structs(rows: Sequence[list], struct_type: pa.StructType, values_of: Sequence[attrgetter]) -> pa.Array:
+    """A list<struct> column from per-row lists of objects: one flat child column per field, plus offsets."""
+    offsets = [0, *accumulate(map(len, rows))]
+    flat = list(chain.from_iterable(rows))
+    values = pa.StructArray.from_arrays([pa.array(list(map(value_of, flat)), type=pa.string()) for value_of in values_of],
+                                        fields=list(struct_type))
     return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
 
 
 def _paper_columns(papers: Sequence[Paper]) -> pa.Table:
-    """Column-wise Arrow table of a batch: one comprehension per column keeps this off the profile."""
-    def column(name: str) -> list:
-        return [getattr(p, name) for p in papers]
-
-    arrays = {}
-    for name in PAPER_SCHEMA.names:
+    """Column-wise Arrow table of a batch: one C-level pass over the papers per column, then a C conversion."""
+    arrays = []
+    for schema_field in PAPER_SCHEMA:
+        name = schema_field.name
+        values = list(map(_COLUMN_VALUES[name], papers))
         if name == "authors":
-            arrays[name] = _list_of_structs(column("authors"), _AUTHOR_FIELDS, _AUTHOR)
-        elif name == "raw":
-            arrays[name] = pa.array(column("raw_xml"), type=pa.string())
+            arrays.append(_list_of_structs(values, _AUTHOR, _AUTHOR_VALUES))
         elif name == "abstract_markup":
-            # NULL when the markup is just the escaped plain text: readers escape ``abstract`` instead.
-            arrays[name] = pa.array(
-                [p.abstract_markup if p.abstract_markup != _escaped(p.abstract) else None for p in papers],
-                type=pa.string())
+            abstracts = map(_COLUMN_VALUES["abstract"], papers)
+            arrays.append(pa.array(list(map(_markup_or_none, abstracts, values)), type=pa.string()))
         else:
-            arrays[name] = pa.array(column(name), type=PAPER_SCHEMA.field(name).type)
-    return pa.Table.from_pydict(arrays, schema=PAPER_SCHEMA)
+            arrays.append(pa.array(values, type=schema_field.type))
+    return pa.Table.from_arrays(arrays, schema=PAPER_SCHEMA)
 
 
-def _escaped(text: str | None) -> str | None:
-    return None if text is None else html.escape(text, quote=False)
+def _markup_or_none(plain: str | None, markup: str | None) -> str | None:
+    """NULL when the markup is just the escaped plain text: readers escape ``abstract`` instead."""
+    if markup is None or plain is None:
+        return markup
+    if "&" not in plain and "<" not in plain and ">" not in plain:
+        return None if markup == plain else markup
+    escaped = plain.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return None if markup == escaped else markup
 
 
 _PAPER_COLUMNS = ", ".join(f'"{n}"' for n in PAPER_SCHEMA.names if n != "raw")
@@ -128,8 +129,9 @@ def write_batch(store: Store, items: Iterable[Paper | Deletion | BadRecord], *, 
     now = utcnow()
     with store.transaction() as conn:
         if papers:
-            table = _paper_columns(list(papers.values()))
-            keys = pa.table({"pmid": table["pmid"], "content_hash": table["content_hash"]})
+            incoming = list(papers.values())
+            keys = pa.table({"pmid": pa.array([p.pmid for p in incoming], type=pa.string()),
+                             "content_hash": pa.array([p.content_hash for p in incoming], type=pa.string())})
             conn.register("incoming_keys", keys)
             try:
                 # Papers whose latest state is this very content (and not deleted since) are unchanged.
@@ -145,10 +147,9 @@ def write_batch(store: Store, items: Iterable[Paper | Deletion | BadRecord], *, 
                 """).fetchall()}
             finally:
                 conn.unregister("incoming_keys")
-            if len(changed) < table.num_rows:
-                table = table.filter(pc.is_in(table["pmid"], value_set=pa.array(sorted(changed), type=pa.string())))
-            if table.num_rows:
-                conn.register("incoming_papers", table)
+            to_write = [p for p in incoming if p.pmid in changed] if len(changed) < len(incoming) else incoming
+            if to_write:
+                conn.register("incoming_papers", _paper_columns(to_write))
                 try:
                     conn.execute(
                         "INSERT INTO records (pmid, content_hash, version, source, raw, fetched_at, run_id) "
@@ -162,7 +163,7 @@ def write_batch(store: Store, items: Iterable[Paper | Deletion | BadRecord], *, 
                     )
                 finally:
                     conn.unregister("incoming_papers")
-            new_pmids = table["pmid"].to_pylist()
+            new_pmids = [p.pmid for p in to_write]
             counts.inserted += len(new_pmids)
             counts.unchanged += len(papers) - len(new_pmids)
             counts.inserted_pmids.extend(new_pmids)
@@ -181,7 +182,12 @@ def write_batch(store: Store, items: Iterable[Paper | Deletion | BadRecord], *, 
         for record in bad:
             conn.execute(
                 "INSERT INTO paper_failures (run_id, pmid, stage, error, raw, failed_at) VALUES (?, ?, 'parse', ?, ?, ?)",
-                [run_id, record.pmid, record.error, record.raw_xml, now],
+                [run_id, record.pmid, record.error, _text(record.raw_xml), now],
             )
             counts.failed += 1
     return counts
+
+
+def _text(raw: bytes | str) -> str:
+    """A failed record's raw bytes for the text ``paper_failures.raw`` column (valid UTF-8 comes back unchanged)."""
+    return raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw

@@ -33,7 +33,7 @@ CREATE TABLE records (
     content_hash  VARCHAR NOT NULL,
     version       INTEGER,
     source        VARCHAR NOT NULL,        -- efetch | import | file
-    raw           VARCHAR NOT NULL USING COMPRESSION zstd,
+    raw           BLOB NOT NULL USING COMPRESSION zstd,   -- the record exactly as received (UTF-8)
     fetched_at    TIMESTAMPTZ NOT NULL,
     run_id        VARCHAR,
     seq           BIGINT DEFAULT nextval('row_seq')

@@ -61,6 +61,7 @@ _CLOSE_TAG = {t: f"</{t}>" for t in INLINE_TAGS}
 
 _WS = re.compile(r"\s+")
 _ASCII_SPACES = ("\n", "\t", "\r", "\f", "\v", "\x1c", "\x1d", "\x1e", "\x1f")  # str.isspace() below 128, but " "
+_SHORT_TEXT = 64
 _YEAR = re.compile(r"(?<!\d)(\d{4})(?!\d)")
 _ORCID = re.compile(r"(\d{4}-\d{4}-\d{4}-\d{3}[\dX])", re.IGNORECASE)
 _PMCID = re.compile(r"\bPMC\d+\b")
@@ -480,11 +481,7 @@ def _fill_citation(paper: Paper, citation: etree._Element) -> None:
                 if sub.tag == "MedlineTA":
                     medline_ta = _leaf(sub)
         elif tag == "MeshHeadingList":
-            mesh_terms = paper.mesh_terms
-            for descriptor in child.iter("DescriptorName"):
-                text = descriptor.text  # a leaf element in every PubMed DTD
-                if text:
-                    mesh_terms.append(collapse_ws(text))
+            _add_mesh_terms(paper, child)
         elif tag == "KeywordList":
             _add_keywords(paper, child)
         elif tag == "CommentsCorrectionsList":
@@ -499,6 +496,14 @@ def _fill_citation(paper: Paper, citation: etree._Element) -> None:
         paper.journal_abbrev = medline_ta
     if paper.pmcid is None:
         paper.pmcid = other_pmcid
+
+
+def _add_mesh_terms(paper: Paper, heading_list: etree._Element) -> None:
+    mesh_terms = paper.mesh_terms
+    for descriptor in heading_list.iter("DescriptorName"):
+        text = descriptor.text  # a leaf element in every PubMed DTD
+        if text:
+            mesh_terms.append(collapse_ws(text))
 
 
 def _fill_article(paper: Paper, article: etree._Element) -> None:
@@ -560,19 +565,24 @@ def _fill_journal(paper: Paper, journal: etree._Element) -> None:
 
 def _fill_pubmed_data(paper: Paper, data: etree._Element) -> None:
     """PubmedData / PubmedBookData: history dates and the record's own article ids."""
-    entrez = pubmed = None
+    entrez: list[etree._Element] = []
+    pubmed: list[etree._Element] = []
     for child in data:
         tag = child.tag
         if tag == "History":
             for event in child:
                 status = event.get("PubStatus")
-                if status == "entrez" and entrez is None:
-                    entrez = _date_of(event)
-                elif status == "pubmed" and pubmed is None:
-                    pubmed = _date_of(event)
+                if status == "entrez":
+                    entrez.append(event)
+                elif status == "pubmed":
+                    pubmed.append(event)
         elif tag == "ArticleIdList":
             _fill_article_ids(paper, child)
-    paper.entrez_date = entrez or pubmed
+    # the first readable entrez date, else the first readable pubmed date
+    for event in (*entrez, *pubmed):
+        paper.entrez_date = _date_of(event)
+        if paper.entrez_date is not None:
+            break
 
 
 def _fill_article_ids(paper: Paper, id_list: etree._Element) -> None:
@@ -648,29 +658,29 @@ _AUTHOR_PARTS = ("Author", "LastName", "ForeName", "Initials", "CollectiveName",
 def _authors(author_list: etree._Element) -> list[Author]:
     """Authors in order; one C-level walk that skips affiliations entirely."""
     authors: list[Author] = []
-    current: Author | None = None
-    valid = False
+    last = fore = initials = collective = orcid = None
+    valid = None  # None until the first Author element
     for node in author_list.iter(_AUTHOR_PARTS):
         tag = node.tag
         if tag == "Author":
-            if current is not None and valid and (current.last or current.fore or current.collective):
-                authors.append(current)
-            current = Author()
+            if valid and (last or fore or collective):
+                authors.append(Author(last, fore, initials, collective, orcid))
+            last = fore = initials = collective = orcid = None
             valid = node.get("ValidYN") != "N"
-        elif current is None:
+        elif valid is None:
             continue
         elif tag == "LastName":
-            current.last = _leaf(node)
+            last = _leaf(node)
         elif tag == "ForeName":
-            current.fore = _leaf(node)
+            fore = _leaf(node)
         elif tag == "Initials":
-            current.initials = _leaf(node)
+            initials = _leaf(node)
         elif tag == "CollectiveName":
-            current.collective = render_inline(node)[0] or None
-        elif current.orcid is None and node.get("Source") == "ORCID":
-            current.orcid = normalise_orcid(node.text)
-    if current is not None and valid and (current.last or current.fore or current.collective):
-        authors.append(current)
+            collective = render_inline(node)[0] or None
+        elif orcid is None and node.get("Source") == "ORCID":
+            orcid = normalise_orcid(node.text)
+    if valid and (last or fore or collective):
+        authors.append(Author(last, fore, initials, collective, orcid))
     return authors
 
 
@@ -770,10 +780,10 @@ def _leaf(elem: etree._Element) -> str | None:
 def collapse_ws(text: str) -> str:
     """``" ".join(text.split())``: whitespace runs become one space, ends stripped.
 
-    ASCII text (most of PubMed) is done with ``str.replace``, which is several
-    times faster than splitting a long abstract into words.
+    Long ASCII text (most abstracts) is done with ``str.replace``, several times
+    faster than splitting it into words; short text is split, which is cheapest.
     """
-    if not text.isascii():
+    if len(text) < _SHORT_TEXT or not text.isascii():
         return " ".join(text.split())
     for space in _ASCII_SPACES:
         if space in text:

@@ -877,6 +877,8 @@ def test_comments_and_processing_instructions_between_records():
     first, second = (_article_xml(p) for p in TWO)
     document = _set(first, "<!-- next record -->", "<?pi data?>", second)
     assert [r.pmid for r in parse_records(document)] == ["27350240", "36987902"]
+    stray_text = _set(first, "stray text", second)
+    assert [r.pmid for r in parse_records(stray_text)] == ["27350240", "36987902"]
     trailing = _set(first, second) + b"<!-- after the root -->\n"
     assert [r.pmid for r in parse_records(trailing)] == ["27350240", "36987902"]
     with pytest.raises(ParseError, match="malformed or truncated"):

@@ -194,6 +194,7 @@ _RECORD_END = {name: b"</" + name + b">" for name in (b"PubmedArticle", b"Pubmed
 _RECORD_OPENINGS = tuple((name, b"<" + name) for name in _RECORD_END)
 _NAME_ENDS = frozenset((b">", b" ", b"\t", b"\r", b"\n"))
 _LOOKAHEAD = 32  # enough bytes to tell a record's start tag or the root's end tag
+_RECORD_LIMIT = 16 << 20  # far above any PubMed record; past it the tree reader streams the rest
 
 
 def _iter_stream(stream: IO[bytes]) -> Iterator[Record]:
@@ -275,37 +276,42 @@ def _iter_segments(stream: IO[bytes]) -> Iterator[Record]:
     pos = 0
     while True:
         start = data.find(b"<", pos)
+        gap = data[pos:] if start < 0 else data[pos:start]
+        if gap.strip(_XML_SPACE):  # text between records
+            yield from _iter_tree(_Replay(head + data[pos:], stream))
+            return
         if (start < 0 or len(data) - start < _LOOKAHEAD) and not eof:
             chunk = stream.read(_CHUNK_SIZE)
             eof = not chunk
             data = data[pos:] + chunk
             pos = 0
             continue
-        if start < 0 or data[pos:start].strip(_XML_SPACE):  # text between records, or the input ends
+        if start < 0:  # the input ends inside the root
             yield from _iter_tree(_Replay(head + data[pos:], stream))
             return
         tag = _record_tag(data, start)
         if tag is None:
             rest = data[start:]
             if rest.startswith(root_end):  # only whitespace may follow the root's end tag
-                while not eof and not rest[len(root_end) :].strip(_XML_SPACE):
-                    chunk = stream.read(_CHUNK_SIZE)
-                    eof = not chunk
-                    rest += chunk
-                if not rest[len(root_end) :].strip(_XML_SPACE):
-                    return
+                tail = rest[len(root_end) :]
+                while not tail.strip(_XML_SPACE):
+                    if eof:
+                        return
+                    tail = stream.read(_CHUNK_SIZE)
+                    eof = not tail
+                rest = root_end + tail
             yield from _iter_tree(_Replay(head + rest, stream))
             return
         close = _RECORD_END[tag]
         end = data.find(close, start)
-        while end < 0 and not eof:
+        while end < 0 and not eof and len(data) - start <= _RECORD_LIMIT:
             chunk = stream.read(_CHUNK_SIZE)
             eof = not chunk
             searched = max(0, len(data) - len(close) + 1 - start)
             data = data[start:] + chunk
             start = 0
             end = data.find(close, searched)
-        if end < 0:  # the input stops inside a record
+        if end < 0:  # the input stops inside a record, or no end tag within any sane record size
             yield from _iter_tree(_Replay(head + data[start:], stream))
             return
         pos = end + len(close)

@@ -1,12 +1,17 @@
 """Streaming parser for PubMed XML (efetch output, baseline and update files).
 
-Pure functions over ``lxml.etree.iterparse`` with a safe parser: no DTD
-loading, no entity expansion, no network. Only the record-level elements are
-reported by libxml2 (``tag=`` filter), each record is read with plain child
-loops (no XPath in the hot path) and is cleared as soon as it is turned into a
-``Paper``, so memory stays flat on files of any size.
+Pure functions over lxml with a safe parser: no DTD loading, no entity
+expansion, no network. The input is read in chunks; each record's bytes are
+cut out at its start and end tags and parsed as a small document of its own
+(see ``_iter_segments``), anything unusual falls back to a streamed
+``iterparse`` of the rest, and each record is read with plain child loops (no
+XPath in the hot path), so memory stays flat on files of any size.
 
 Choices worth knowing:
+
+* ``raw_xml`` is the record's bytes exactly as they came (UTF-8), and
+  ``content_hash`` is their sha256; only documents in another encoding, with
+  namespaces on the root, or in an unusual shape get a re-serialised record.
 
 * ``mesh_terms`` holds descriptor names only, one per ``MeshHeading`` in
   record order; qualifiers (subheadings) are not flattened into it so that a

@@ -899,7 +899,8 @@ def test_non_utf8_document_is_read_and_raw_xml_is_utf8():
 
 def test_entity_reference_allowed_by_the_doctype_is_kept():
     first, second = (_article_xml(p) for p in TWO)
-    prolog = ('<?xml version="1.0"?>\n<!DOCTYPE PubmedArticleSet PUBLIC "-//NLM//DTD PubMedArticle, 1st January 2025//EN"'
+    prolog = ('<?xml version="1.0"?>\n<!DOCTYPE PubmedArticleSet'
+              ' PUBLIC "-//NLM//DTD PubMedArticle, 1st January 2025//EN"'
               ' "https://dtd.nlm.nih.gov/ncbi/pubmed/out/pubmed_250101.dtd">\n')
     with_entity = re.sub(r"(<ArticleTitle>)", r"\1Caf&eacute; ", first, count=1)
     records = parse_records(_set(with_entity, second, prolog=prolog))

@@ -72,8 +72,8 @@ def _list_of_structs(rows: Sequence[list], struct_type: pa.StructType, values_of
     """A list<struct> column from per-row lists of objects: one flat child column per field, plus offsets."""
     offsets = [0, *accumulate(map(len, rows))]
     flat = list(chain.from_iterable(rows))
-    values = pa.StructArray.from_arrays([pa.array(list(map(value_of, flat)), type=pa.string()) for value_of in values_of],
-                                        fields=list(struct_type))
+    children = [pa.array(list(map(value_of, flat)), type=pa.string()) for value_of in values_of]
+    values = pa.StructArray.from_arrays(children, fields=list(struct_type))
     return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
 
 

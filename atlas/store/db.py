@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from atlas.errors import DatabaseLocked
 
@@ -153,3 +155,26 @@ class Store:
 
 def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
+
+
+@contextmanager
+def registered(conn: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[str]:
+    """An Arrow table visible to SQL as ``name`` for the duration of the block."""
+    conn.register(name, table)
+    try:
+        yield name
+    finally:
+        conn.unregister(name)
+
+
+def append_arrow(conn: duckdb.DuckDBPyConnection, table_name: str, table: pa.Table, stamps: dict[str, Any]) -> int:
+    """Append every row of ``table`` to ``table_name`` by column name, plus constant ``stamps`` (run_id, times)."""
+    columns = ", ".join(f'"{n}"' for n in table.schema.names)
+    stamp_columns = "".join(f', "{name}"' for name in stamps)
+    placeholders = ", ?" * len(stamps)
+    with registered(conn, f"incoming_{table_name}", table) as view:
+        conn.execute(
+            f"INSERT INTO {table_name} ({columns}{stamp_columns}) SELECT {columns}{placeholders} FROM {view}",
+            list(stamps.values()),
+        ).fetchall()
+    return table.num_rows

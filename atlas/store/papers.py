@@ -17,7 +17,7 @@ from operator import attrgetter
 import pyarrow as pa
 
 from atlas.models import BadRecord, Deletion, Paper
-from atlas.store.db import Store
+from atlas.store.db import Store, registered
 from atlas.store.runs import utcnow
 
 _AUTHOR = pa.struct([("last", pa.string()), ("fore", pa.string()), ("initials", pa.string()),
@@ -132,8 +132,7 @@ def write_batch(store: Store, items: Iterable[Paper | Deletion | BadRecord], *, 
             incoming = list(papers.values())
             keys = pa.table({"pmid": pa.array([p.pmid for p in incoming], type=pa.string()),
                              "content_hash": pa.array([p.content_hash for p in incoming], type=pa.string())})
-            conn.register("incoming_keys", keys)
-            try:
+            with registered(conn, "incoming_keys", keys):
                 # Papers whose latest state is this very content (and not deleted since) are unchanged.
                 changed = {row[0] for row in conn.execute("""
                     SELECT i.pmid FROM incoming_keys i
@@ -145,24 +144,19 @@ def write_batch(store: Store, items: Iterable[Paper | Deletion | BadRecord], *, 
                     WHERE latest.content_hash IS DISTINCT FROM i.content_hash
                        OR EXISTS (SELECT 1 FROM deletions d WHERE d.pmid = i.pmid AND d.seq > latest.seq)
                 """).fetchall()}
-            finally:
-                conn.unregister("incoming_keys")
             to_write = [p for p in incoming if p.pmid in changed] if len(changed) < len(incoming) else incoming
             if to_write:
-                conn.register("incoming_papers", _paper_columns(to_write))
-                try:
+                with registered(conn, "incoming_papers", _paper_columns(to_write)):
                     conn.execute(
                         "INSERT INTO records (pmid, content_hash, version, source, raw, fetched_at, run_id) "
                         "SELECT pmid, content_hash, version, ?, raw, ?, ? FROM incoming_papers",
                         [source, now, run_id],
-                    )
+                    ).fetchall()
                     conn.execute(
                         f"INSERT INTO papers ({_PAPER_COLUMNS}, fetched_at, run_id) "
                         f"SELECT {_PAPER_COLUMNS}, ?, ? FROM incoming_papers",
                         [now, run_id],
-                    )
-                finally:
-                    conn.unregister("incoming_papers")
+                    ).fetchall()
             new_pmids = [p.pmid for p in to_write]
             counts.inserted += len(new_pmids)
             counts.unchanged += len(papers) - len(new_pmids)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from atlas.store.db import Store
+from atlas.store.db import Store, append_arrow
 from atlas.store.runs import utcnow
 
 _STRINGS = pa.list_(pa.string())
@@ -38,18 +38,8 @@ def _insert(store: Store, table_name: str, rows: dict[str, list], schema: pa.Sch
     table = pa.Table.from_pydict(rows, schema=schema)
     if table.num_rows == 0:
         return 0
-    columns = ", ".join(f'"{n}"' for n in schema.names)
-    view = f"incoming_{table_name}"
     with store.transaction() as conn:
-        conn.register(view, table)
-        try:
-            conn.execute(
-                f"INSERT INTO {table_name} ({columns}, {stamp_column}, run_id) SELECT {columns}, ?, ? FROM {view}",
-                [utcnow(), run_id],
-            )
-        finally:
-            conn.unregister(view)
-    return table.num_rows
+        return append_arrow(conn, table_name, table, {stamp_column: utcnow(), "run_id": run_id})
 
 
 def _columns(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> dict[str, list]:

@@ -13,8 +13,9 @@ from datetime import date, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from atlas.store.db import Store
+from atlas.store.db import Store, append_arrow, registered
 from atlas.store.runs import utcnow
 
 SUMMARY_SCHEMA = pa.schema([
@@ -154,31 +155,16 @@ def write_summaries(store: Store, summaries: Sequence[dict[str, Any]], calls: Se
     now = utcnow()
     with store.transaction() as conn:
         if summaries:
-            conn.register("incoming_summaries", _table(summaries, SUMMARY_SCHEMA))
-            try:
-                names = ", ".join(SUMMARY_SCHEMA.names)
-                conn.execute(
-                    f"INSERT INTO summaries ({names}, created_at, run_id) SELECT {names}, ?, ? FROM incoming_summaries",
-                    [now, run_id],
-                )
+            table = _table(summaries, SUMMARY_SCHEMA)
+            append_arrow(conn, "summaries", table, {"created_at": now, "run_id": run_id})
+            with registered(conn, "failed_summaries", table.filter(pc.equal(table["status"], "failed"))) as view:
                 conn.execute(
                     "INSERT INTO paper_failures (run_id, pmid, stage, error, raw, failed_at) "
-                    "SELECT ?, pmid, 'generate', coalesce(error, 'generation failed'), raw_response, ? "
-                    "FROM incoming_summaries WHERE status = 'failed'",
+                    f"SELECT ?, pmid, 'generate', coalesce(error, 'generation failed'), raw_response, ? FROM {view}",
                     [run_id, now],
-                )
-            finally:
-                conn.unregister("incoming_summaries")
+                ).fetchall()
         if calls:
-            conn.register("incoming_calls", _table(calls, CALL_SCHEMA))
-            try:
-                names = ", ".join(CALL_SCHEMA.names)
-                conn.execute(
-                    f"INSERT INTO llm_calls ({names}, run_id) SELECT {names}, ? FROM incoming_calls",
-                    [run_id],
-                )
-            finally:
-                conn.unregister("incoming_calls")
+            append_arrow(conn, "llm_calls", _table(calls, CALL_SCHEMA), {"run_id": run_id})
 
 
 def write_llm_calls(store: Store, calls: Sequence[dict[str, Any]], *, run_id: str | None) -> None:

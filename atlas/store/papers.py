@@ -94,10 +94,14 @@ def _paper_columns(papers: Sequence[Paper]) -> pa.Table:
 
 
 def _markup_or_none(plain: str | None, markup: str | None) -> str | None:
-    """NULL when the markup is just the escaped plain text: readers escape ``abstract`` instead."""
-    if markup is None or plain is None:
+    """NULL when the markup is just the escaped plain text: readers escape ``abstract`` instead.
+
+    Markup is escaped text plus whitelisted inline tags, so markup without a
+    ``<`` carries no tags; only markup with entities needs the full comparison.
+    """
+    if markup is None or plain is None or "<" in markup:
         return markup
-    if "&" not in plain and "<" not in plain and ">" not in plain:
+    if "&" not in markup:
         return None if markup == plain else markup
     escaped = plain.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return None if markup == escaped else markup

@@ -14,7 +14,7 @@ import pytest
 from atlas.errors import DatabaseLocked
 from atlas.models import Author, BadRecord, Deletion, Paper, content_hash
 from atlas.store import Store
-from atlas.store.db import Migration, bundled_migrations
+from atlas.store.db import LIVE_ROW_GROUP_SIZE, Migration, bundled_migrations
 from atlas.store.papers import write_batch
 from atlas.store.runs import finish_run, get_watermark, recent_runs, set_watermark, start_run
 
@@ -184,6 +184,39 @@ def test_snapshot_is_published_whole_and_readable_while_the_writer_is_open(store
     with duckdb.connect(str(snapshot), read_only=True) as fresh:
         assert fresh.execute("SELECT count(*) FROM current_papers").fetchone()[0] == 3
     assert [p.name for p in snapshot.parent.iterdir()] == ["atlas.snapshot.duckdb"]
+
+
+def _row_group_sizes(conn: duckdb.DuckDBPyConnection, table: str) -> list[int]:
+    return [row[0] for row in conn.execute(
+        f"SELECT sum(count) FROM pragma_storage_info('{table}') WHERE column_id = 0 AND segment_type <> 'VALIDITY' "
+        "GROUP BY row_group_id ORDER BY row_group_id"
+    ).fetchall()]
+
+
+def test_live_file_writes_small_row_groups_and_the_snapshot_full_ones(store: Store, tmp_path: Path) -> None:
+    # Batches are checkpointed as they commit; each leaves whole 2,048-row groups and one partial group.
+    store.conn.execute("SET checkpoint_threshold = '1KB'")
+    for first in (0, 3000, 6000):
+        write_batch(store, [make_paper(str(n)) for n in range(first, first + 3000)], run_id="bulk")
+    store.conn.execute("CHECKPOINT")
+    live = _row_group_sizes(store.conn, "papers")
+    assert sum(live) == 9000
+    assert max(live) == LIVE_ROW_GROUP_SIZE
+    assert len(live) == 6  # no vacuum merged the partial groups (which would shift and re-compress the rest)
+    snapshot = store.publish_snapshot(tmp_path / "atlas.snapshot.duckdb")
+    with duckdb.connect(str(snapshot), read_only=True) as reader:
+        assert _row_group_sizes(reader, "papers") == [9000]
+        assert reader.execute("SELECT count(DISTINCT pmid) FROM current_papers").fetchone()[0] == 9000
+
+
+def test_a_database_file_named_like_a_duckdb_catalog_opens_and_reopens(tmp_path: Path) -> None:
+    path = tmp_path / "memory.duckdb"
+    with Store.open(path) as store:
+        write_batch(store, [make_paper("1")], run_id="r1")
+    with Store.open(path) as again:
+        assert count(again, "SELECT count(*) FROM current_papers") == 1
+    with Store.open(path, read_only=True) as reader:
+        assert count(reader, "SELECT count(*) FROM papers") == 1
 
 
 def test_evidence_flags_retractions_from_the_record_and_from_a_notice(store: Store) -> None:

@@ -171,6 +171,22 @@ def test_a_locked_database_gives_a_clear_message_naming_the_snapshot(tmp_path: P
         holder.wait()
 
 
+def test_opening_the_live_file_twice_in_one_process_says_so_and_leaves_the_first_store_working(
+        store: Store, tmp_path: Path) -> None:
+    write_batch(store, [make_paper("1")], run_id="r1")
+    for read_only in (False, True):
+        with pytest.raises(DatabaseLocked) as caught:
+            Store.open(store.path, read_only=read_only, snapshot=tmp_path / "atlas.snapshot.duckdb")
+        assert "already open in this process" in str(caught.value)
+        assert "atlas.snapshot.duckdb" in str(caught.value)
+        assert "Unique file handle" not in str(caught.value)
+    write_batch(store, [make_paper("2")], run_id="r2")
+    assert store.conn.execute("SELECT count(*) FROM current_papers").fetchone()[0] == 2
+    store.close()
+    with Store.open(store.path, read_only=True) as reader:  # once closed, the file opens again
+        assert reader.conn.execute("SELECT count(*) FROM current_papers").fetchone()[0] == 2
+
+
 def test_snapshot_is_published_whole_and_readable_while_the_writer_is_open(store: Store, tmp_path: Path) -> None:
     write_batch(store, [make_paper("1"), make_paper("2")], run_id="r1")
     snapshot = tmp_path / "snap" / "atlas.snapshot.duckdb"

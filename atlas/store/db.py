@@ -2,7 +2,8 @@
 
 DuckDB allows one writing process. The pipeline is that process; analysts use
 the snapshot published after each run. Opening the live file while a run holds
-it raises ``DatabaseLocked`` with a message that points to the snapshot.
+it raises ``DatabaseLocked`` with a message that points to the snapshot; so
+does a second open of the live file in the process that already has it open.
 """
 
 from __future__ import annotations
@@ -96,6 +97,12 @@ def connect(path: Path, *, read_only: bool = False, snapshot: Path | None = None
         if "lock" in str(error).lower():
             raise DatabaseLocked(_lock_message(path, error, snapshot)) from None
         raise
+    except duckdb.ResourceInUseException:
+        # An attached file can be open once per process; DuckDB's message names neither cause nor remedy.
+        raise DatabaseLocked(
+            f"The database {path} is already open in this process. Use that Store, or close it before opening "
+            "the file again." + (f" The read-only snapshot can be opened alongside it: {snapshot}" if snapshot else "")
+        ) from None
 
 
 def _identifier(name: str) -> str:

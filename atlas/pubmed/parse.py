@@ -162,7 +162,7 @@ def iter_records(source: Source) -> Iterator[Record]:
     damage. Use ``parse_records`` when a batch must be all-or-nothing.
     """
     with _open_source(source) as stream:
-        yield from _iter_stream(stream)
+        yield from _iter_stream(_iter_segments(stream))
 
 
 def parse_records(data: bytes | str) -> list[Record]:
@@ -182,7 +182,9 @@ def parse_record(raw_xml: str | bytes) -> Paper | BadRecord:
 
 # --------------------------------------------------------------------------- streaming
 
-_CHUNK_SIZE = 1 << 20
+# Reads stay below glibc's mmap threshold (128 kB): larger buffers are mapped fresh and page-faulted in on every
+# read, which cost more here than the parsing of the record bytes they carry.
+_CHUNK_SIZE = 64 << 10
 _PROLOG_LIMIT = 1 << 20
 _XML_SPACE = b" \t\r\n"
 _ATTRIBUTES = rb"(?:[ \t\r\n]+[A-Za-z_:][\w:.-]*[ \t\r\n]*=[ \t\r\n]*(?:\"[^\"<]*\"|'[^'<]*'))*[ \t\r\n]*"
@@ -202,9 +204,10 @@ _LOOKAHEAD = 32  # enough bytes to tell a record's start tag or the root's end t
 _RECORD_LIMIT = 16 << 20  # far above any PubMed record; past it the tree reader streams the rest
 
 
-def _iter_stream(stream: IO[bytes]) -> Iterator[Record]:
+def _iter_stream(records: Iterator[Record]) -> Iterator[Record]:
+    """Report libxml2 and gzip failures as ``ParseError``, after the records before the damage."""
     try:
-        yield from _iter_segments(stream)
+        yield from records
     except etree.XMLSyntaxError as exc:
         raise ParseError(f"PubMed XML is malformed or truncated: {exc}") from exc
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
@@ -221,110 +224,144 @@ def _plain_utf8(prolog: re.Match) -> bool:
 
 
 def _iter_segments(stream: IO[bytes]) -> Iterator[Record]:
-    """Cut the input at record boundaries and parse each record as its own small document.
+    """Parse each record cut out by ``_Slicer`` as a small document of its own.
+
+    The slice is parsed alone, which checks it and is faster than growing one
+    streamed tree, and it is the record's ``raw_xml``, verbatim. A slice that
+    is not well-formed alone (cut at an end tag inside a comment or CDATA, or
+    using an entity the DOCTYPE would have allowed) hands the rest of the
+    document, from that record on, to ``_iter_tree``.
+    """
+    slicer = _Slicer(stream)
+    parser = etree.XMLParser(**_xml_parser_kwargs())
+    for item in slicer:
+        if not isinstance(item, tuple):
+            yield from _iter_tree(item)
+            return
+        tag, segment = item
+        records = _read_segment(parser, tag, segment)
+        if records is None:
+            yield from _iter_tree(slicer.rest_from([segment]))
+            return
+        yield from records
+
+
+def _read_segment(parser: etree.XMLParser, tag: bytes, segment: bytes) -> list[Record] | None:
+    """The records in one slice, or None when the slice is not a well-formed element on its own."""
+    try:
+        parser.feed(segment)
+        elem = parser.close()
+    except etree.XMLSyntaxError:
+        return None
+    if tag == b"DeleteCitation":
+        return list(_deletions(elem))
+    reader = _article_paper if tag == b"PubmedArticle" else _book_paper if tag == b"PubmedBookArticle" \
+        else _legacy_citation_paper
+    return [_read_record(elem, reader, segment)]
+
+
+class _Slicer:
+    """Cut the input at record boundaries: yields ``(tag, bytes)`` per record, or a stream for ``_iter_tree``.
 
     Records sit side by side under the root and never nest, so a byte scan for
-    ``<PubmedArticle`` and the next ``</PubmedArticle>`` finds each one. The
-    slice is parsed as a document of its own, which checks it and is faster
-    than growing one streamed tree, and it is the record's ``raw_xml``,
-    verbatim. Whenever that shortcut could read differently from the whole
-    document it is not taken: a slice that is not well-formed alone (cut at an
-    end tag inside a comment or CDATA, or using an entity the DOCTYPE would
-    have allowed), anything but whitespace between records, or a document
-    that is not plain UTF-8 PubMed XML goes to ``_iter_tree``, which reads the
-    rest of the document as one streamed tree and reports problems as before.
+    ``<PubmedArticle`` and the next ``</PubmedArticle>`` finds each one.
+    Whenever that shortcut could read differently from the whole document it
+    is not taken: anything but whitespace between records, or a document that
+    is not plain UTF-8 PubMed XML, ends the iteration with a stream of the
+    rest of the document (from where slicing stopped) for the tree reader,
+    which reports problems as before. ``rest_from`` gives the same kind of
+    stream for a consumer that finds a slice it cannot read alone.
     """
-    data = b""
-    eof = False
-    prolog = None
-    while prolog is None and not eof and len(data) < _PROLOG_LIMIT:
-        chunk = stream.read(_CHUNK_SIZE)
-        eof = not chunk
-        data += chunk
-        prolog = _PROLOG.match(data)
-    if prolog is None or not _plain_utf8(prolog):
-        yield from _iter_tree(_Replay(data, stream))
-        return
-    root_start = prolog.start("root") - 1
-    parser = etree.XMLParser(**_xml_parser_kwargs())
 
-    def read_record(tag: bytes, segment: bytes) -> Iterator[Record] | None:
-        """The records in one slice, or None when the slice is not a well-formed element on its own."""
-        try:
-            parser.feed(segment)
-            elem = parser.close()
-        except etree.XMLSyntaxError:
-            return None
-        if tag == b"DeleteCitation":
-            return _deletions(elem)
-        reader = _article_paper if tag == b"PubmedArticle" else _book_paper if tag == b"PubmedBookArticle" \
-            else _legacy_citation_paper
-        return iter((_read_record(elem, reader, segment),))
+    def __init__(self, stream: IO[bytes]):
+        self._stream = stream
+        self._head = b""  # replayed in front of the rest when the tree reader takes over
+        self._data = b""
+        self._pos = 0
 
-    root = prolog.group("root")
-    if root in _RECORD_END:  # one bare record is the document (a stored raw_xml read back)
-        while not eof:
+    def rest_from(self, segments: list[bytes]) -> IO[bytes]:
+        """The document from the first of ``segments`` (already yielded, in order) to its end."""
+        return _Replay(self._head + b"\n".join(segments) + self._data[self._pos :], self._stream)
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes] | IO[bytes]]:
+        stream = self._stream
+        data = b""
+        eof = False
+        prolog = None
+        while prolog is None and not eof and len(data) < _PROLOG_LIMIT:
             chunk = stream.read(_CHUNK_SIZE)
             eof = not chunk
             data += chunk
-        close = _RECORD_END[root]
-        end = data.find(close, root_start)
-        records = None
-        if end >= 0 and not data[end + len(close) :].strip(_XML_SPACE):
-            records = read_record(root, data[root_start : end + len(close)])
-        yield from records if records is not None else _iter_tree(io.BytesIO(data))
-        return
+            prolog = _PROLOG.match(data)
+        if prolog is None or not _plain_utf8(prolog):
+            yield _Replay(data, stream)
+            return
+        root_start = prolog.start("root") - 1
+        root = prolog.group("root")
+        if root in _RECORD_END:  # one bare record is the document (a stored raw_xml read back)
+            while not eof:
+                chunk = stream.read(_CHUNK_SIZE)
+                eof = not chunk
+                data += chunk
+            close = _RECORD_END[root]
+            end = data.find(close, root_start)
+            if end >= 0 and not data[end + len(close) :].strip(_XML_SPACE):
+                self._head, self._data, self._pos = data[:root_start], data, end + len(close)
+                yield root, data[root_start : end + len(close)]
+            else:
+                yield io.BytesIO(data)
+            return
 
-    head = data[: prolog.end()]  # replayed in front of the rest when the tree reader takes over
-    root_end = b"</" + root + b">"
-    data = data[prolog.end() :]
-    pos = 0
-    while True:
-        start = data.find(b"<", pos)
-        gap = data[pos:] if start < 0 else data[pos:start]
-        if gap.strip(_XML_SPACE):  # text between records
-            yield from _iter_tree(_Replay(head + data[pos:], stream))
-            return
-        if (start < 0 or len(data) - start < _LOOKAHEAD) and not eof:
-            chunk = stream.read(_CHUNK_SIZE)
-            eof = not chunk
-            data = data[pos:] + chunk
-            pos = 0
-            continue
-        if start < 0:  # the input ends inside the root
-            yield from _iter_tree(_Replay(head + data[pos:], stream))
-            return
-        tag = _record_tag(data, start)
-        if tag is None:
-            rest = data[start:]
-            if rest.startswith(root_end):  # only whitespace may follow the root's end tag
-                tail = rest[len(root_end) :]
-                while not tail.strip(_XML_SPACE):
-                    if eof:
-                        return
-                    tail = stream.read(_CHUNK_SIZE)
-                    eof = not tail
-                rest = root_end + tail
-            yield from _iter_tree(_Replay(head + rest, stream))
-            return
-        close = _RECORD_END[tag]
-        end = data.find(close, start)
-        while end < 0 and not eof and len(data) - start <= _RECORD_LIMIT:
-            chunk = stream.read(_CHUNK_SIZE)
-            eof = not chunk
-            searched = max(0, len(data) - len(close) + 1 - start)
-            data = data[start:] + chunk
-            start = 0
-            end = data.find(close, searched)
-        if end < 0:  # the input stops inside a record, or no end tag within any sane record size
-            yield from _iter_tree(_Replay(head + data[start:], stream))
-            return
-        pos = end + len(close)
-        records = read_record(tag, data[start:pos])
-        if records is None:
-            yield from _iter_tree(_Replay(head + data[start:], stream))
-            return
-        yield from records
+        self._head = data[: prolog.end()]
+        root_end = b"</" + root + b">"
+        data = data[prolog.end() :]
+        pos = 0
+        while True:
+            self._data, self._pos = data, pos
+            start = data.find(b"<", pos)
+            gap = data[pos:] if start < 0 else data[pos:start]
+            if gap.strip(_XML_SPACE):  # text between records
+                yield self.rest_from([])
+                return
+            if (start < 0 or len(data) - start < _LOOKAHEAD) and not eof:
+                chunk = stream.read(_CHUNK_SIZE)
+                eof = not chunk
+                data = data[pos:] + chunk
+                pos = 0
+                continue
+            if start < 0:  # the input ends inside the root
+                yield self.rest_from([])
+                return
+            tag = _record_tag(data, start)
+            if tag is None:
+                rest = data[start:]
+                if rest.startswith(root_end):  # only whitespace may follow the root's end tag
+                    tail = rest[len(root_end) :]
+                    while not tail.strip(_XML_SPACE):
+                        if eof:
+                            return
+                        tail = stream.read(_CHUNK_SIZE)
+                        eof = not tail
+                    rest = root_end + tail
+                self._data, self._pos = rest, 0
+                yield self.rest_from([])
+                return
+            close = _RECORD_END[tag]
+            end = data.find(close, start)
+            while end < 0 and not eof and len(data) - start <= _RECORD_LIMIT:
+                chunk = stream.read(max(_CHUNK_SIZE, len(data) - start))  # doubling: a long record is read in O(n)
+                eof = not chunk
+                searched = max(0, len(data) - len(close) + 1 - start)
+                data = data[start:] + chunk
+                start = 0
+                end = data.find(close, searched)
+            if end < 0:  # the input stops inside a record, or no end tag within any sane record size
+                self._data, self._pos = data, start
+                yield self.rest_from([])
+                return
+            pos = end + len(close)
+            self._data, self._pos = data, pos
+            yield tag, data[start:pos]
 
 
 def _record_tag(data: bytes, at: int) -> bytes | None:

@@ -234,7 +234,10 @@ def sql(
 
 
 @app.command("parse")
-def parse_files(files: list[Path]) -> None:
+def parse_files(
+    files: list[Path],
+    workers: int = typer.Option(1, "--workers", min=1, help="worker processes reading the records (for large files)"),
+) -> None:
     """Parse PubMed XML files (plain or .gz) and print one JSON line per record."""
     from atlas.errors import ParseError
     from atlas.models import BadRecord, Deletion
@@ -245,7 +248,7 @@ def parse_files(files: list[Path]) -> None:
         if not path.exists():
             _fail(f"{path}: no such file")
         try:
-            for item in iter_records(path):
+            for item in iter_records(path, workers=workers):
                 if isinstance(item, Deletion):
                     data = {"deleted": True, "pmid": item.pmid, "version": item.version}
                 elif isinstance(item, BadRecord):

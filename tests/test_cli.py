@@ -57,6 +57,15 @@ def test_parse_prints_one_json_line_per_record() -> None:
     assert "raw_xml" not in lines[0]
 
 
+def test_parse_with_workers_prints_the_same_lines() -> None:
+    path = str(FIXTURES / "pubmed" / "pubmed_2024dtd_four_records_one_without_abstract.xml.gz")
+    serial = run("parse", path)
+    parallel = run("parse", "--workers", "2", path)
+    assert serial.exit_code == parallel.exit_code == 0
+    assert parallel.output == serial.output and len(serial.output.splitlines()) == 4
+    assert run("parse", "--workers", "0", path).exit_code != 0
+
+
 def test_parse_names_a_missing_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["parse", str(tmp_path / "nope.xml")])
     assert result.exit_code == 1

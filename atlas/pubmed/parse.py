@@ -154,15 +154,25 @@ class _RawAdapter(io.RawIOBase):
 # --------------------------------------------------------------------------- public API
 
 
-def iter_records(source: Source) -> Iterator[Record]:
+def iter_records(source: Source, *, workers: int = 1) -> Iterator[Record]:
     """Yield a ``Paper``, ``Deletion`` or ``BadRecord`` for each record, streaming.
 
     Records are yielded as they complete; a document that turns out to be
     truncated or malformed raises ``ParseError`` after the records before the
     damage. Use ``parse_records`` when a batch must be all-or-nothing.
+    ``workers`` > 1 reads the records in that many worker processes (see
+    ``atlas.pubmed.parallel``): the same records in the same order, for large
+    files; small documents are not worth the processes' start.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
     with _open_source(source) as stream:
-        yield from _iter_stream(_iter_segments(stream))
+        if workers == 1:
+            yield from _iter_stream(_iter_segments(stream))
+        else:
+            from atlas.pubmed.parallel import iter_segments_parallel  # it imports this module
+
+            yield from _iter_stream(iter_segments_parallel(stream, workers))
 
 
 def parse_records(data: bytes | str) -> list[Record]:

@@ -1,0 +1,131 @@
+"""The parallel reader gives the serial reader's records, in order, through every path the serial reader takes."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import multiprocessing
+
+import pytest
+from lxml import etree
+
+from atlas.errors import ParseError
+from atlas.models import BadRecord, Deletion, Paper
+from atlas.pubmed.parallel import iter_segments_parallel
+from atlas.pubmed.parse import iter_records, parse_records
+from tests.test_parse import ALL_FIXTURES, FIXTURES, fixture_bytes
+
+
+def _all_fixture_records() -> list[str]:
+    """Every record of every fixture, as text, legacy MedlineCitations and DeleteCitations included."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    records = []
+    for name in ALL_FIXTURES:
+        root = etree.fromstring(fixture_bytes(name), parser)
+        records.extend(etree.tostring(child, encoding="unicode", with_tail=False) for child in root)
+    return records
+
+
+def _document(records: list[str]) -> bytes:
+    body = "\n".join(records)
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n<PubmedArticleSet>\n{body}\n</PubmedArticleSet>\n'.encode()
+
+
+def _parallel(data: bytes, chunk_records: int = 3, workers: int = 2) -> list:
+    return list(iter_segments_parallel(io.BytesIO(data), workers, chunk_records))
+
+
+@pytest.fixture(scope="module")
+def mixed_records() -> list[str]:
+    records = _all_fixture_records()
+    assert len(records) > 650
+    return records
+
+
+def test_every_fixture_record_reads_the_same_in_order(mixed_records):
+    data = _document(mixed_records)
+    serial = parse_records(data)
+    assert {type(r) for r in serial} == {Paper, Deletion}
+    assert _parallel(data, chunk_records=5) == serial
+    assert list(iter_records(gzip.compress(data), workers=2)) == serial  # the public entry, gzip input
+
+
+def test_each_fixture_file_reads_the_same_through_the_public_entry():
+    for name in ("pubmed_2024dtd_four_records_one_without_abstract.xml.gz", "pubmed_20301577_pubmedbookarticle_genereviews.xml",
+                 "pubmed_37909814_empty_pubmedarticleset.xml"):
+        assert list(iter_records(FIXTURES / name, workers=2)) == list(iter_records(FIXTURES / name)), name
+
+
+def test_record_not_well_formed_alone_hands_the_rest_to_the_tree_reader(mixed_records):
+    records = [r for r in mixed_records if r.startswith("<PubmedArticle>")][:40]
+    records[17] = records[17].replace("<MedlineCitation ", "<!-- a stray </PubmedArticle> --><MedlineCitation ", 1)
+    data = _document(records)
+    serial = parse_records(data)
+    assert len(serial) == 40 and all(isinstance(r, Paper) for r in serial)
+    for chunk_records in (1, 3, 64):
+        assert _parallel(data, chunk_records) == serial
+
+
+def test_records_already_handed_out_after_the_fallback_are_read_once(mixed_records):
+    """An entity the DOCTYPE allows fails the record alone while the records after it cut cleanly."""
+    records = [r for r in mixed_records if r.startswith("<PubmedArticle>")][:40]
+    records[9] = records[9].replace("<ArticleTitle>", "<ArticleTitle>Caf&eacute; ", 1)
+    prolog = ('<?xml version="1.0"?>\n<!DOCTYPE PubmedArticleSet PUBLIC "-//NLM//DTD PubMedArticle, 1st January 2025//EN"'
+              ' "https://dtd.nlm.nih.gov/ncbi/pubmed/out/pubmed_250101.dtd">\n')
+    data = prolog.encode() + _document(records).split(b"\n", 1)[1]
+    serial = parse_records(data)
+    assert len(serial) == 40 and serial[9].title.startswith("Café ")
+    for chunk_records in (1, 2, 7):
+        assert _parallel(data, chunk_records) == serial
+
+
+def test_text_between_records_and_a_malformed_record(mixed_records):
+    records = [r for r in mixed_records if r.startswith("<PubmedArticle>")][:12]
+    stray = _document(records[:7] + ["stray text"] + records[7:])
+    assert _parallel(stray) == parse_records(stray)
+    broken = records[5].replace("<PMID", "<PMID Version='1'", 1).replace("</ArticleTitle>", "", 1)
+    bad = _document(records[:5] + [broken] + records[6:])
+    serial_before, parallel_before = [], []
+    for reader, seen in ((iter_records(bad), serial_before), (iter_records(bad, workers=2), parallel_before)):
+        with pytest.raises(ParseError, match="malformed or truncated"):
+            for record in reader:
+                seen.append(record)
+    assert parallel_before == serial_before
+    assert len(serial_before) == 5
+
+
+def test_unreadable_record_is_a_bad_record_in_place(mixed_records):
+    records = [r for r in mixed_records if r.startswith("<PubmedArticle>")][:9]
+    records[4] = records[4].replace("<PMID Version=\"1\">", "<PMID Version=\"x\">", 1)
+    data = _document(records)
+    got = _parallel(data, chunk_records=2)
+    assert got == parse_records(data)
+    assert isinstance(got[4], BadRecord) and got[4].raw_xml in data and "ValueError" in got[4].error
+
+
+def test_truncated_document_raises_after_the_records_before_the_damage(mixed_records):
+    data = _document([r for r in mixed_records if r.startswith("<PubmedArticle>")][:30])
+    cut = data[: data.index(b"</PubmedArticle>", len(data) // 2) - 40]
+    serial = []
+    with pytest.raises(ParseError):
+        for record in iter_records(cut):
+            serial.append(record)
+    parallel = []
+    with pytest.raises(ParseError):
+        for record in iter_records(cut, workers=2):
+            parallel.append(record)
+    assert parallel == serial and serial
+
+
+def test_abandoned_iteration_stops_the_workers(mixed_records):
+    reader = iter_records(_document(mixed_records), workers=2)
+    first = [next(reader) for _ in range(5)]
+    assert all(isinstance(r, (Paper, Deletion)) for r in first)
+    assert multiprocessing.active_children()  # the workers are running
+    reader.close()
+    assert multiprocessing.active_children() == []
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        list(iter_records(b"<PubmedArticleSet/>", workers=0))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import io
 import multiprocessing
+import os
+import signal
 
 import pytest
 from lxml import etree
@@ -129,3 +131,15 @@ def test_abandoned_iteration_stops_the_workers(mixed_records):
 def test_workers_must_be_positive():
     with pytest.raises(ValueError, match="workers must be at least 1"):
         list(iter_records(b"<PubmedArticleSet/>", workers=0))
+
+
+def test_a_worker_that_dies_is_reported_not_taken_for_the_end_of_the_file(mixed_records):
+    reader = iter_records(_document(mixed_records * 3), workers=2)
+    for _ in range(5):
+        next(reader)
+    victim = multiprocessing.active_children()[0]
+    os.kill(victim.pid, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match="a parse worker stopped unexpectedly"):
+        for _ in reader:
+            pass
+    assert multiprocessing.active_children() == []

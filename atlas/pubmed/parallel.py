@@ -173,8 +173,15 @@ class _WorkerPool:
         return None
 
     def send(self, worker: int, chunk_id: int, message: bytes) -> None:
-        self._outboxes[worker].send_bytes(message)
+        try:
+            self._outboxes[worker].send_bytes(message)
+        except OSError as exc:  # the worker's end of the pipe is gone
+            raise self._stopped() from exc
         self._in_flight[worker].append(chunk_id)
+
+    def _stopped(self) -> RuntimeError:
+        codes = [process.exitcode for process in self._processes]
+        return RuntimeError(f"a parse worker stopped unexpectedly (exit codes {codes})")
 
     def busy(self) -> bool:
         return any(self._in_flight)
@@ -187,8 +194,7 @@ class _WorkerPool:
             try:
                 status, payload = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError) as exc:
-                codes = [p.exitcode for p in self._processes]
-                raise RuntimeError(f"a parse worker stopped unexpectedly (exit codes {codes})") from exc
+                raise self._stopped() from exc
             if status != "ok":
                 raise RuntimeError(f"a parse worker failed: {payload}")
             yield self._in_flight[worker].pop(0), payload

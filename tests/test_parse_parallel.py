@@ -14,8 +14,8 @@ from lxml import etree
 from atlas.errors import ParseError
 from atlas.models import BadRecord, Deletion, Paper
 from atlas.pubmed.parallel import iter_segments_parallel
-from atlas.pubmed.parse import iter_records, parse_records
-from tests.test_parse import ALL_FIXTURES, FIXTURES, fixture_bytes
+from atlas.pubmed.parse import _Slicer, iter_records, parse_records
+from tests.test_parse import ALL_FIXTURES, FIXTURES, _Trickle, fixture_bytes
 
 
 def _all_fixture_records() -> list[str]:
@@ -143,3 +143,41 @@ def test_a_worker_that_dies_is_reported_not_taken_for_the_end_of_the_file(mixed_
         for _ in reader:
             pass
     assert multiprocessing.active_children() == []
+
+
+def test_workers_read_a_plain_file_themselves_and_give_the_same_records(mixed_records, tmp_path):
+    records = [r for r in mixed_records if r.startswith("<PubmedArticle>")][:60]
+    records[33] = records[33].replace("<ArticleTitle>", "<ArticleTitle>Caf&eacute; ", 1)  # not well-formed alone
+    prolog = ('<?xml version="1.0"?>\n<!DOCTYPE PubmedArticleSet PUBLIC "-//NLM//DTD PubMedArticle, 1st January 2025//EN"'
+              ' "https://dtd.nlm.nih.gov/ncbi/pubmed/out/pubmed_250101.dtd">\n')
+    path = tmp_path / "set.xml"
+    path.write_bytes(prolog.encode() + _document(records).split(b"\n", 1)[1])
+    serial = list(iter_records(path))
+    with open(path, "rb") as stream:
+        assert list(iter_segments_parallel(stream, 2, chunk_records=4)) == serial
+    assert list(iter_records(path, workers=2)) == serial
+
+
+def test_a_file_changed_while_workers_read_it_is_a_parse_error(mixed_records, tmp_path):
+    path = tmp_path / "set.xml"
+    path.write_bytes(_document(mixed_records * 2))
+    reader = iter_records(path, workers=2)
+    next(reader)
+    with open(path, "ab") as out:
+        out.write(b"<!-- appended -->\n")
+    with pytest.raises(ParseError, match="changed while it was being read"):
+        for _ in reader:
+            pass
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("step", [7, 4096, 1 << 20])
+def test_slicer_offsets_point_at_each_record_in_the_stream(mixed_records, step):
+    data = _document(mixed_records[:80])
+    slicer = _Slicer(_Trickle(data, step))
+    seen = 0
+    for item in slicer:
+        assert isinstance(item, tuple)
+        assert data[slicer.offset : slicer.offset + len(item[1])] == item[1]
+        seen += 1
+    assert seen == 80

@@ -7,7 +7,11 @@ worker processes, which parse and read them exactly as the serial reader does
 and send back plain tuples (they pickle many times faster than the slotted
 dataclasses). The caller rebuilds the records in input order and keeps each
 record's own bytes as its ``raw_xml``, so the results equal the serial
-reader's, field for field.
+reader's, field for field. From a plain regular file the workers read each
+record's bytes themselves (the pipe carries only offsets, and writing the
+bytes through it cost the caller more than cutting them out); they check the
+file is still the same one (device, inode, size, mtime) before every chunk.
+Gzip input and other streams send the bytes.
 
 A record that is not well-formed on its own hands the rest of the document,
 from that record on, to the tree reader, as in the serial reader. Workers are
@@ -20,16 +24,20 @@ pool, a script that uses this must keep its own work under
 from __future__ import annotations
 
 import fcntl
+import io
 import multiprocessing
+import os
+import stat
 import operator
 import pickle
 from collections.abc import Iterator
 from dataclasses import fields
 from multiprocessing.connection import Connection, wait
-from typing import IO
+from typing import IO, NamedTuple
 
 from lxml import etree
 
+from atlas.errors import ParseError
 from atlas.models import AbstractSection, Author, BadRecord, Deletion, Paper
 from atlas.pubmed.parse import Record, _iter_tree, _read_segment, _Slicer, _xml_parser_kwargs
 
@@ -59,7 +67,8 @@ def iter_segments_parallel(stream: IO[bytes], workers: int, chunk_records: int =
     """
     slicer = _Slicer(stream)
     items = iter(slicer)
-    pool = _WorkerPool(workers)
+    source = _regular_file(stream)
+    pool = _WorkerPool(workers, source)
     try:
         sent: dict[int, list[Item]] = {}
         done: dict[int, list] = {}
@@ -70,11 +79,15 @@ def iter_segments_parallel(stream: IO[bytes], workers: int, chunk_records: int =
         while True:
             while pending is not None or not exhausted:
                 if pending is None:
-                    chunk, rest = _cut(items, chunk_records)
+                    chunk, offsets, rest = _cut(items, chunk_records, slicer)
                     exhausted = rest is not None or len(chunk) < chunk_records
                     if not chunk:
                         break
-                    pending = chunk, pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
+                    if source is None:  # the workers get the bytes themselves
+                        message = chunk
+                    else:  # the workers read them from the file: the pipe carries only where they are
+                        message = [(tag, source.start + at, len(segment)) for (tag, segment), at in zip(chunk, offsets)]
+                    pending = chunk, pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
                 worker = pool.free_worker(len(pending[1]))
                 if worker is None:
                     break
@@ -108,16 +121,44 @@ def iter_segments_parallel(stream: IO[bytes], workers: int, chunk_records: int =
         pool.close()
 
 
-def _cut(items: Iterator, count: int) -> tuple[list[Item], IO[bytes] | None]:
-    """Up to ``count`` records from the slicer, and its stream for the tree reader if it stopped there."""
+def _cut(items: Iterator, count: int, slicer: _Slicer) -> tuple[list[Item], list[int], IO[bytes] | None]:
+    """Up to ``count`` records from the slicer with their offsets, and its stream for the tree reader if it stopped."""
     chunk: list[Item] = []
+    offsets: list[int] = []
     for item in items:
         if not isinstance(item, tuple):
-            return chunk, item
+            return chunk, offsets, item
         chunk.append(item)
+        offsets.append(slicer.offset)
         if len(chunk) == count:
             break
-    return chunk, None
+    return chunk, offsets, None
+
+
+class _File(NamedTuple):
+    """A regular file the workers may read records from, and what it was when reading began."""
+
+    path: str
+    start: int  # the stream's position when slicing began
+    identity: tuple[int, int, int, int]  # device, inode, size, mtime: a change means another file
+
+
+def _identity(status: os.stat_result) -> tuple[int, int, int, int]:
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def _regular_file(stream: IO[bytes]) -> _File | None:
+    """The file behind ``stream`` if it is a plain (not gzip) regular file the workers can open by name."""
+    if type(stream) is not io.BufferedReader or not isinstance(getattr(stream, "name", None), str):
+        return None
+    try:
+        status = os.fstat(stream.fileno())
+        start = stream.tell()
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(status.st_mode):
+        return None
+    return _File(os.path.abspath(stream.name), start, _identity(status))
 
 
 _PIPE_BYTES = 1 << 20  # Linux lets any process grow a pipe to 1 MB (fs.pipe-max-size)
@@ -136,7 +177,7 @@ def _grow_pipe(conn: Connection) -> int:
 class _WorkerPool:
     """Worker processes with a pipe each way; started with ``spawn`` and always stopped by ``close``."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, source: _File | None):
         context = multiprocessing.get_context("spawn")
         self._inboxes: list[Connection] = []  # results, worker to us
         self._outboxes: list[Connection] = []  # chunks, us to worker
@@ -149,7 +190,7 @@ class _WorkerPool:
                 their_inbox, outbox = context.Pipe(duplex=False)
                 _grow_pipe(inbox)
                 self._capacity.append(_grow_pipe(outbox))
-                process = context.Process(target=_worker_main, args=(their_inbox, their_outbox), daemon=True,
+                process = context.Process(target=_worker_main, args=(their_inbox, their_outbox, source), daemon=True,
                                           name="atlas-parse-worker")
                 process.start()
                 their_inbox.close()
@@ -195,6 +236,8 @@ class _WorkerPool:
                 status, payload = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError) as exc:
                 raise self._stopped() from exc
+            if status == "input":
+                raise ParseError(payload)
             if status != "ok":
                 raise RuntimeError(f"a parse worker failed: {payload}")
             yield self._in_flight[worker].pop(0), payload
@@ -208,21 +251,50 @@ class _WorkerPool:
             process.join()
 
 
-def _worker_main(inbox: Connection, outbox: Connection) -> None:
+def _worker_main(inbox: Connection, outbox: Connection, source: _File | None) -> None:
     """Read chunks until the pipe closes; any failure is sent back as text rather than lost with the process."""
-    while True:
-        try:
-            message = inbox.recv_bytes()
-        except (EOFError, OSError):
-            return
-        try:
-            reply = ("ok", read_chunk(pickle.loads(message)))
-        except Exception as exc:  # reported to the caller, which raises it
-            reply = ("error", f"{type(exc).__name__}: {exc}")
-        try:
-            outbox.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
-        except OSError:
-            return
+    descriptor = None
+    try:
+        while True:
+            try:
+                message = inbox.recv_bytes()
+            except (EOFError, OSError):
+                return
+            try:
+                items = pickle.loads(message)
+                if source is not None:
+                    if descriptor is None:
+                        descriptor = os.open(source.path, os.O_RDONLY)
+                    items = _read_items(descriptor, source, items)
+                reply = ("ok", read_chunk(items))
+            except _InputChanged as exc:
+                reply = ("input", str(exc))
+            except Exception as exc:  # reported to the caller, which raises it
+                reply = ("error", f"{type(exc).__name__}: {exc}")
+            try:
+                outbox.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+            except OSError:
+                return
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)
+
+
+class _InputChanged(Exception):
+    """The file is no longer the one the caller is reading: the caller raises ParseError."""
+
+
+def _read_items(descriptor: int, source: _File, places: list[tuple[bytes, int, int]]) -> list[Item]:
+    """The records at ``places`` in the file, which must still be the file the caller is reading."""
+    if _identity(os.fstat(descriptor)) != source.identity:
+        raise _InputChanged(f"{source.path} changed while it was being read")
+    items = []
+    for tag, offset, length in places:
+        segment = os.pread(descriptor, length, offset)
+        if len(segment) != length:
+            raise _InputChanged(f"{source.path} changed while it was being read")
+        items.append((tag, segment))
+    return items
 
 
 def read_chunk(items: list[tuple[bytes, bytes]]) -> list[list[Encoded] | None]:

@@ -288,6 +288,7 @@ class _Slicer:
         self._head = b""  # replayed in front of the rest when the tree reader takes over
         self._data = b""
         self._pos = 0
+        self.offset = 0  # where the last record yielded starts, in bytes read from the stream
 
     def rest_from(self, segments: list[bytes]) -> IO[bytes]:
         """The document from the first of ``segments`` (already yielded, in order) to its end."""
@@ -317,6 +318,7 @@ class _Slicer:
             end = data.find(close, root_start)
             if end >= 0 and not data[end + len(close) :].strip(_XML_SPACE):
                 self._head, self._data, self._pos = data[:root_start], data, end + len(close)
+                self.offset = root_start
                 yield root, data[root_start : end + len(close)]
             else:
                 yield io.BytesIO(data)
@@ -325,6 +327,7 @@ class _Slicer:
         self._head = data[: prolog.end()]
         root_end = b"</" + root + b">"
         data = data[prolog.end() :]
+        base = prolog.end()  # stream offset of data[0]
         pos = 0
         while True:
             self._data, self._pos = data, pos
@@ -337,6 +340,7 @@ class _Slicer:
                 chunk = stream.read(_CHUNK_SIZE)
                 eof = not chunk
                 data = data[pos:] + chunk
+                base += pos
                 pos = 0
                 continue
             if start < 0:  # the input ends inside the root
@@ -363,6 +367,7 @@ class _Slicer:
                 eof = not chunk
                 searched = max(0, len(data) - len(close) + 1 - start)
                 data = data[start:] + chunk
+                base += start
                 start = 0
                 end = data.find(close, searched)
             if end < 0:  # the input stops inside a record, or no end tag within any sane record size
@@ -371,6 +376,7 @@ class _Slicer:
                 return
             pos = end + len(close)
             self._data, self._pos = data, pos
+            self.offset = base + start
             yield tag, data[start:pos]
 
 

@@ -35,11 +35,10 @@ from dataclasses import fields
 from multiprocessing.connection import Connection, wait
 from typing import IO, NamedTuple
 
-from lxml import etree
 
 from atlas.errors import ParseError
 from atlas.models import AbstractSection, Author, BadRecord, Deletion, Paper
-from atlas.pubmed.parse import Record, _iter_tree, _read_segment, _Slicer, _xml_parser_kwargs
+from atlas.pubmed.parse import Record, SegmentReader, _iter_tree, _Slicer
 
 # Records per hand-off: enough that the system calls and the pickling per hand-off do not show, few enough
 # (~0.4 MB of today's records) that a second chunk waits whole in a worker's 1 MB pipe.
@@ -299,10 +298,10 @@ def _read_items(descriptor: int, source: _File, places: list[tuple[bytes, int, i
 
 def read_chunk(items: list[tuple[bytes, bytes]]) -> list[list[Encoded] | None]:
     """Worker side: each record read as the serial reader reads it; None at the first one not well-formed alone."""
-    parser = etree.XMLParser(**_xml_parser_kwargs())
+    reader = SegmentReader()
     results: list[list[Encoded] | None] = []
     for tag, segment in items:
-        records = _read_segment(parser, tag, segment)
+        records = reader.read(tag, segment)
         if records is None:
             results.append(None)
             break

@@ -1,0 +1,102 @@
+"""Records are parsed with blank text nodes dropped; no field may read differently for it."""
+
+from __future__ import annotations
+
+import pytest
+from lxml import etree
+
+from atlas.models import Paper
+from atlas.pubmed.parse import (
+    SegmentReader,
+    _article_paper,
+    _blanks_may_matter,
+    _read_record,
+    _xml_parser_kwargs,
+    parse_record,
+    safe_xml_parser,
+)
+from tests.test_parse import ALL_FIXTURES, fixture_bytes
+
+LEAN = dict(remove_blank_text=True, **_xml_parser_kwargs())
+
+
+def _lean(xml: str) -> etree._Element:
+    return etree.fromstring(xml.encode(), etree.XMLParser(**LEAN))
+
+
+def test_libxml2_drops_blanks_only_where_the_check_looks():
+    """Pins the libxml2 rule SegmentReader relies on: an upgrade that changes it fails here."""
+    assert _lean("<E><i>a</i> <i>b</i></E>")[0].tail is None  # no leading text: the space is dropped
+    assert _lean("<E>x <i>a</i> <i>b</i></E>")[0].tail == " "  # after leading text: kept
+    assert _lean("<E><i>a</i>b <i>c</i> <i>d</i></E>")[1].tail == " "  # after any text: kept
+    assert _lean("<R><E> </E></R>")[0].text == " "  # an element's whole content: kept
+    assert _lean("<R>\n  <E>x</E>\n</R>").text is None  # indentation: dropped
+
+
+def _records(kind: str) -> list[bytes]:
+    """Every PubmedArticle / PubmedBookArticle in the fixtures, as bytes."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    found = []
+    for name in ALL_FIXTURES:
+        for child in etree.fromstring(fixture_bytes(name), parser):
+            if child.tag == kind:
+                found.append(etree.tostring(child, encoding="UTF-8", xml_declaration=False, with_tail=False))
+    return found
+
+
+def _read_keeping_blanks(segment: bytes) -> Paper:
+    return _read_record(etree.fromstring(segment, safe_xml_parser()), _article_paper, segment)
+
+
+def test_every_fixture_record_reads_the_same_as_with_blanks_kept():
+    reader = SegmentReader()
+    articles = _records("PubmedArticle")
+    rechecked = 0
+    for segment in articles:
+        (lean,) = reader.read(b"PubmedArticle", segment)
+        assert lean == _read_keeping_blanks(segment)
+        rechecked += _blanks_may_matter(etree.fromstring(segment, etree.XMLParser(**LEAN)))
+    assert len(articles) > 60
+    assert 0 < rechecked < len(articles) // 4  # the lean parse is the rule, the re-parse the exception
+
+
+ARTICLE = """<PubmedArticle><MedlineCitation Status="MEDLINE" Owner="NLM"><PMID Version="1">123</PMID>
+  <Article PubModel="Print">
+    <Journal><Title>J</Title></Journal>
+    <ArticleTitle>{title}</ArticleTitle>
+    <Abstract><AbstractText>{abstract}</AbstractText></Abstract>
+    <AuthorList><Author ValidYN="Y"><CollectiveName>{collective}</CollectiveName></Author></AuthorList>
+  </Article>
+  <MeshHeadingList><MeshHeading><DescriptorName UI="D1">{mesh}</DescriptorName></MeshHeading></MeshHeadingList>
+  <KeywordList><Keyword>{keyword}</Keyword></KeywordList>
+</MedlineCitation></PubmedArticle>"""
+PLAIN = {"title": "Fatigue.", "abstract": "Text.", "collective": "Group", "mesh": "Fatigue", "keyword": "ME/CFS"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("title", "<i>Borrelia</i> <i>burgdorferi</i> and fatigue", "Borrelia burgdorferi and fatigue"),
+        ("title", "Cells <i><b>CD8</b> <b>T</b></i> in ME/CFS", "Cells CD8 T in ME/CFS"),
+        ("abstract", "<b>Aim</b> <i>to</i> measure", "Aim to measure"),
+        ("collective", "<i>ME</i> <i>CFS</i> group", "ME CFS group"),
+        ("keyword", "<sup>1</sup> <sub>2</sub>", "1 2"),
+        ("mesh", " <!-- c -->", ""),
+    ],
+)
+def test_records_that_lose_a_blank_without_it_are_read_with_blanks_kept(field, value, expected):
+    segment = ARTICLE.format(**{**PLAIN, field: value}).encode()
+    assert _blanks_may_matter(_lean(segment.decode()))
+    (paper,) = SegmentReader().read(b"PubmedArticle", segment)
+    assert paper == _read_keeping_blanks(segment)
+    read = {"title": paper.title, "abstract": paper.abstract, "collective": paper.authors[0].collective,
+            "keyword": paper.keywords[0], "mesh": paper.mesh_terms[0]}
+    assert read[field] == expected
+    assert parse_record(segment) == paper  # the public entry takes the same path
+
+
+def test_a_plain_record_is_read_from_the_lean_parse():
+    segment = ARTICLE.format(**PLAIN).encode()
+    assert not _blanks_may_matter(_lean(segment.decode()))
+    (paper,) = SegmentReader().read(b"PubmedArticle", segment)
+    assert (paper.title, paper.abstract, paper.keywords) == ("Fatigue.", "Text.", ["ME/CFS"])

@@ -26,15 +26,14 @@ from __future__ import annotations
 import fcntl
 import io
 import multiprocessing
-import os
-import stat
 import operator
+import os
 import pickle
+import stat
 from collections.abc import Iterator
 from dataclasses import fields
 from multiprocessing.connection import Connection, wait
 from typing import IO, NamedTuple
-
 
 from atlas.errors import ParseError
 from atlas.models import AbstractSection, Author, BadRecord, Deletion, Paper
@@ -82,7 +81,7 @@ def iter_segments_parallel(stream: IO[bytes], workers: int, chunk_records: int =
                     exhausted = rest is not None or len(chunk) < chunk_records
                     if not chunk:
                         break
-                    if source is None:  # the workers get the bytes themselves
+                    if source is None:  # no file the workers can read: the pipe carries the bytes
                         message = chunk
                     else:  # the workers read them from the file: the pipe carries only where they are
                         message = [(tag, source.start + at, len(segment)) for (tag, segment), at in zip(chunk, offsets)]

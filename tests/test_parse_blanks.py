@@ -9,7 +9,8 @@ from atlas.models import Paper
 from atlas.pubmed.parse import (
     SegmentReader,
     _article_paper,
-    _blanks_may_matter,
+    _BlanksDropped,
+    _LeanParser,
     _read_record,
     _xml_parser_kwargs,
     parse_record,
@@ -22,6 +23,15 @@ LEAN = dict(remove_blank_text=True, **_xml_parser_kwargs())
 
 def _lean(xml: str) -> etree._Element:
     return etree.fromstring(xml.encode(), etree.XMLParser(**LEAN))
+
+
+def _lean_read_raises(segment: bytes) -> bool:
+    """Whether reading the blank-dropping parse of ``segment`` stops to ask for blanks kept."""
+    try:
+        _article_paper(etree.fromstring(segment, _LeanParser(**LEAN)))
+    except _BlanksDropped:
+        return True
+    return False
 
 
 def test_libxml2_drops_blanks_only_where_the_check_looks():
@@ -55,7 +65,7 @@ def test_every_fixture_record_reads_the_same_as_with_blanks_kept():
     for segment in articles:
         (lean,) = reader.read(b"PubmedArticle", segment)
         assert lean == _read_keeping_blanks(segment)
-        rechecked += _blanks_may_matter(etree.fromstring(segment, etree.XMLParser(**LEAN)))
+        rechecked += _lean_read_raises(segment)
     assert len(articles) > 60
     assert 0 < rechecked < len(articles) // 4  # the lean parse is the rule, the re-parse the exception
 
@@ -64,13 +74,14 @@ ARTICLE = """<PubmedArticle><MedlineCitation Status="MEDLINE" Owner="NLM"><PMID 
   <Article PubModel="Print">
     <Journal><Title>J</Title></Journal>
     <ArticleTitle>{title}</ArticleTitle>
+    <Pagination><MedlinePgn>{pages}</MedlinePgn></Pagination>
     <Abstract><AbstractText>{abstract}</AbstractText></Abstract>
     <AuthorList><Author ValidYN="Y"><CollectiveName>{collective}</CollectiveName></Author></AuthorList>
   </Article>
   <MeshHeadingList><MeshHeading><DescriptorName UI="D1">{mesh}</DescriptorName></MeshHeading></MeshHeadingList>
   <KeywordList><Keyword>{keyword}</Keyword></KeywordList>
 </MedlineCitation></PubmedArticle>"""
-PLAIN = {"title": "Fatigue.", "abstract": "Text.", "collective": "Group", "mesh": "Fatigue", "keyword": "ME/CFS"}
+PLAIN = {"title": "Fatigue.", "pages": "1-9", "abstract": "Text.", "collective": "Group", "mesh": "Fatigue", "keyword": "ME/CFS"}
 
 
 @pytest.mark.parametrize(
@@ -81,22 +92,31 @@ PLAIN = {"title": "Fatigue.", "abstract": "Text.", "collective": "Group", "mesh"
         ("abstract", "<b>Aim</b> <i>to</i> measure", "Aim to measure"),
         ("collective", "<i>ME</i> <i>CFS</i> group", "ME CFS group"),
         ("keyword", "<sup>1</sup> <sub>2</sub>", "1 2"),
-        ("mesh", " <!-- c -->", ""),
+        ("pages", "<i>e1</i> <i>e9</i>", "e1 e9"),
+        ("abstract", 'Dose <mml:math xmlns:mml="http://www.w3.org/1998/Math/MathML"><mml:mi>a<mml:mi>b</mml:mi> '
+                     '<mml:mi>c</mml:mi></mml:mi></mml:math>', "Dose ab c"),
     ],
 )
 def test_records_that_lose_a_blank_without_it_are_read_with_blanks_kept(field, value, expected):
     segment = ARTICLE.format(**{**PLAIN, field: value}).encode()
-    assert _blanks_may_matter(_lean(segment.decode()))
+    assert _lean_read_raises(segment)
     (paper,) = SegmentReader().read(b"PubmedArticle", segment)
     assert paper == _read_keeping_blanks(segment)
     read = {"title": paper.title, "abstract": paper.abstract, "collective": paper.authors[0].collective,
-            "keyword": paper.keywords[0], "mesh": paper.mesh_terms[0]}
+            "keyword": paper.keywords[0], "pages": paper.pages}
     assert read[field] == expected
     assert parse_record(segment) == paper  # the public entry takes the same path
 
 
+def test_leaf_text_beside_a_comment_reads_the_same_in_both_parses():
+    segment = ARTICLE.format(**{**PLAIN, "mesh": " <!-- c -->"}).encode()
+    (paper,) = SegmentReader().read(b"PubmedArticle", segment)
+    assert paper == _read_keeping_blanks(segment)
+    assert paper.mesh_terms == []  # a blank descriptor is no MeSH term
+
+
 def test_a_plain_record_is_read_from_the_lean_parse():
     segment = ARTICLE.format(**PLAIN).encode()
-    assert not _blanks_may_matter(_lean(segment.decode()))
+    assert not _lean_read_raises(segment)
     (paper,) = SegmentReader().read(b"PubmedArticle", segment)
     assert (paper.title, paper.abstract, paper.keywords) == ("Fatigue.", "Text.", ["ME/CFS"])

@@ -256,11 +256,16 @@ def _iter_segments(stream: IO[bytes]) -> Iterator[Record]:
         yield from records
 
 
-# Elements whose text the readers take together with their children's text and tails (render_inline,
-# _plain_simple): the only places where a dropped blank text node could change a field.
-_TEXT_ELEMENTS = ("ArticleTitle", "VernacularTitle", "AbstractText", "Keyword", "CollectiveName", "BookTitle",
-                  "ELocationID", "RefSource", "MedlinePgn", "StartPage", "EndPage", "LocationLabel")
-_BLANKS_CHECKED = (*_TEXT_ELEMENTS, etree.Comment, etree.ProcessingInstruction)
+class _LeanParser(etree.XMLParser):
+    """The parser that drops blank text nodes; readers ask for it by type (``_parsed_lean``)."""
+
+
+class _BlanksDropped(Exception):
+    """A reader met content that a parse dropping blank text nodes may have changed."""
+
+
+def _parsed_lean(elem: etree._Element) -> bool:
+    return type(elem.getroottree().parser) is _LeanParser
 
 
 class SegmentReader:
@@ -270,16 +275,16 @@ class SegmentReader:
     parse that drops them builds and walks a tree about 15% faster. libxml2
     drops a whitespace-only text node only before the first text of its
     element and only where a child node comes next or came before, and keeps
-    one that is an element's whole content. So a field can differ only in an
-    element we read with its children (``_TEXT_ELEMENTS``) that has child
-    nodes and no leading text, at any depth, or beside a comment or
-    processing instruction; ``_blanks_may_matter`` finds those (a title that
-    begins with ``<i>``, say) and such a record is parsed again with blanks
-    kept.
+    one that is an element's whole content. Leaf text, all the readers take
+    from most elements, is therefore the same in both trees; mixed content
+    (a title, an abstract section) can differ only in an element with child
+    nodes and no leading text, such as a title that begins with ``<i>``. The
+    readers raise ``_BlanksDropped`` when they meet that in a lean tree, and
+    the record is parsed again with blanks kept.
     """
 
     def __init__(self) -> None:
-        self._lean = etree.XMLParser(remove_blank_text=True, **_xml_parser_kwargs())
+        self._lean = _LeanParser(remove_blank_text=True, **_xml_parser_kwargs())
         self._full = etree.XMLParser(**_xml_parser_kwargs())
 
     def read(self, tag: bytes, segment: bytes) -> list[Record] | None:
@@ -291,24 +296,13 @@ class SegmentReader:
             return None
         if tag == b"DeleteCitation":
             return list(_deletions(elem))
-        if _blanks_may_matter(elem):
-            self._full.feed(segment)
-            elem = self._full.close()
         reader = _article_paper if tag == b"PubmedArticle" else _book_paper if tag == b"PubmedBookArticle" \
             else _legacy_citation_paper
-        return [_read_record(elem, reader, segment)]
-
-
-def _blanks_may_matter(record: etree._Element) -> bool:
-    """Whether this record, parsed with blank text nodes dropped, could read differently with them kept."""
-    for node in record.iter(_BLANKS_CHECKED):
-        if not isinstance(node.tag, str):
-            return True  # a comment or processing instruction
-        if len(node):
-            for inner in node.iter():
-                if len(inner) and not inner.text:
-                    return True
-    return False
+        try:
+            return [_read_record(elem, reader, segment)]
+        except _BlanksDropped:
+            self._full.feed(segment)
+            return [_read_record(self._full.close(), reader, segment)]
 
 
 class _Slicer:
@@ -526,6 +520,8 @@ def _read_record(elem: etree._Element, reader, raw: bytes) -> Paper | BadRecord:
         paper.raw_xml = raw
         paper.content_hash = content_hash(raw)
         return paper
+    except _BlanksDropped:
+        raise  # not a bad record: the caller parses it again with blanks kept
     except Exception as exc:  # one unreadable record must not stop the batch
         if pmid is None:
             pmid = _find_pmid(elem)
@@ -608,7 +604,9 @@ def _add_mesh_terms(paper: Paper, heading_list: etree._Element) -> None:
     for descriptor in heading_list.iter("DescriptorName"):
         text = descriptor.text  # a leaf element in every PubMed DTD
         if text:
-            mesh_terms.append(collapse_ws(text))
+            name = collapse_ws(text)
+            if name:
+                mesh_terms.append(name)
 
 
 def _fill_article(paper: Paper, article: etree._Element) -> None:
@@ -900,6 +898,8 @@ def collapse_ws(text: str) -> str:
 
 def _plain_simple(elem: etree._Element) -> str:
     """Text of a leaf-ish element with whitespace collapsed."""
+    if len(elem) and _parsed_lean(elem):
+        raise _BlanksDropped  # children's tails may have lost a blank
     text = "".join(elem.itertext()) if len(elem) else elem.text
     return collapse_ws(text) if text else ""
 
@@ -1045,6 +1045,8 @@ def _render_into(elem: etree._Element, plain: list[str], markup: list[str]) -> N
     if text:
         plain.append(text)
         markup.append(_escape(text))
+    elif len(elem) and _parsed_lean(elem):
+        raise _BlanksDropped  # no leading text: a blank between its children may be gone
     for child in elem:
         tag = child.tag
         if tag in INLINE_TAGS:
@@ -1142,10 +1144,11 @@ def _math(elem: etree._Element) -> str:
     if not isinstance(tag, str):
         return ""
     name = _local_name(tag)
-    if name in _MATH_TOKENS:
-        return _WS.sub(" ", "".join(elem.itertext())).strip()
-    if name == "mtext":
-        return _WS.sub(" ", "".join(elem.itertext()))
+    if name in _MATH_TOKENS or name == "mtext":
+        if len(elem) and _parsed_lean(elem):
+            raise _BlanksDropped  # a token's text with its children's tails
+        text = _WS.sub(" ", "".join(elem.itertext()))
+        return text if name == "mtext" else text.strip()
     if name == "mspace":
         return " "
     if name in _MATH_SKIP:

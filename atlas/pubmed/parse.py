@@ -3,9 +3,11 @@
 Pure functions over lxml with a safe parser: no DTD loading, no entity
 expansion, no network. The input is read in chunks; each record's bytes are
 cut out at its start and end tags and parsed as a small document of its own
-(see ``_iter_segments``), anything unusual falls back to a streamed
+(see ``_iter_segments``), with blank text nodes dropped unless that could
+change a field (``SegmentReader``); anything unusual falls back to a streamed
 ``iterparse`` of the rest, and each record is read with plain child loops (no
-XPath in the hot path), so memory stays flat on files of any size.
+XPath in the hot path), so memory stays flat on files of any size. Large
+files can be read by worker processes (``atlas.pubmed.parallel``).
 
 Choices worth knowing:
 

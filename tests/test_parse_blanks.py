@@ -120,3 +120,17 @@ def test_a_plain_record_is_read_from_the_lean_parse():
     assert not _lean_read_raises(segment)
     (paper,) = SegmentReader().read(b"PubmedArticle", segment)
     assert (paper.title, paper.abstract, paper.keywords) == ("Fatigue.", "Text.", ["ME/CFS"])
+
+
+def test_collapse_ws_is_split_and_join_for_every_kind_of_whitespace():
+    import random
+
+    from atlas.pubmed.parse import collapse_ws
+
+    spaces = " \t\n\r\v\f\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2005\u200a\u2028\u2029\u202f\u205f\u3000"
+    alphabet = "ab ÅçΩ–é.," + spaces + "\u200b\ufeff"
+    rng = random.Random(7)
+    for _ in range(20_000):
+        size = rng.choice([0, 1, 2, 5, 20, 70, 300])
+        text = "".join(rng.choice(alphabet if rng.random() < 0.5 else "abc  d") for _ in range(size))
+        assert collapse_ws(text) == " ".join(text.split()), repr(text)

@@ -885,9 +885,16 @@ def _leaf(elem: etree._Element) -> str | None:
 def collapse_ws(text: str) -> str:
     """``" ".join(text.split())``: whitespace runs become one space, ends stripped.
 
-    Long ASCII text (most abstracts) is done with ``str.replace``, several times
-    faster than splitting it into words; short text is split, which is cheapest.
+    Printable text (most names, titles and abstracts) holds no whitespace but
+    " ", since every other whitespace character is unprintable, so only runs
+    of spaces and the ends need work and no list of words is built. Otherwise
+    long ASCII text is done with ``str.replace``, several times faster than
+    splitting it into words; short text is split, which is cheapest.
     """
+    if text.isprintable():
+        while "  " in text:
+            text = text.replace("  ", " ")
+        return text.strip(" ")
     if len(text) < _SHORT_TEXT or not text.isascii():
         return " ".join(text.split())
     for space in _ASCII_SPACES:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from lxml import etree
 
@@ -13,6 +15,7 @@ from atlas.pubmed.parse import (
     _LeanParser,
     _read_record,
     _xml_parser_kwargs,
+    collapse_ws,
     parse_record,
     safe_xml_parser,
 )
@@ -34,7 +37,7 @@ def _lean_read_raises(segment: bytes) -> bool:
     return False
 
 
-def test_libxml2_drops_blanks_only_where_the_check_looks():
+def test_libxml2_drops_blanks_only_where_the_readers_look_for_it():
     """Pins the libxml2 rule SegmentReader relies on: an upgrade that changes it fails here."""
     assert _lean("<E><i>a</i> <i>b</i></E>")[0].tail is None  # no leading text: the space is dropped
     assert _lean("<E>x <i>a</i> <i>b</i></E>")[0].tail == " "  # after leading text: kept
@@ -123,10 +126,6 @@ def test_a_plain_record_is_read_from_the_lean_parse():
 
 
 def test_collapse_ws_is_split_and_join_for_every_kind_of_whitespace():
-    import random
-
-    from atlas.pubmed.parse import collapse_ws
-
     spaces = " \t\n\r\v\f\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2005\u200a\u2028\u2029\u202f\u205f\u3000"
     alphabet = "ab ÅçΩ–é.," + spaces + "\u200b\ufeff"
     rng = random.Random(7)

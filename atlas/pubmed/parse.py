@@ -274,7 +274,8 @@ class SegmentReader:
     """Reads records cut out alone, with two parsers: one drops blank text nodes, one keeps them.
 
     Most of a record's nodes are the indentation between its elements, so the
-    parse that drops them builds and walks a tree about 15% faster. libxml2
+    parse that drops them builds and walks a smaller tree (4-15% less time per
+    record in interleaved runs here, 3% fewer instructions). libxml2
     drops a whitespace-only text node only before the first text of its
     element and only where a child node comes next or came before, and keeps
     one that is an element's whole content. Leaf text, all the readers take
@@ -907,9 +908,12 @@ def collapse_ws(text: str) -> str:
 
 def _plain_simple(elem: etree._Element) -> str:
     """Text of a leaf-ish element with whitespace collapsed."""
-    if len(elem) and _parsed_lean(elem):
-        raise _BlanksDropped  # children's tails may have lost a blank
-    text = "".join(elem.itertext()) if len(elem) else elem.text
+    if len(elem):
+        if _parsed_lean(elem):
+            raise _BlanksDropped  # children's tails may have lost a blank
+        text = "".join(elem.itertext())
+    else:
+        text = elem.text
     return collapse_ws(text) if text else ""
 
 

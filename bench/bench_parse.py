@@ -14,13 +14,13 @@ PubmedData, no references; 7 kB a record on average), as a baseline or update
 file import meets them. Records are never trimmed to make them cheaper.
 
 Each file is read twice, back to back: by one process, then with
-``iter_records(workers=2)`` (the calling process cuts records out, two worker
-processes parse and read them); the speed-up printed is measured in that one
-run, since this host's speed drifts between runs.
+``iter_records(workers=2)`` (the calling process cuts records out and shares
+the reading with one helper process); the speed-up printed is measured in that
+one run, since this host's speed drifts between runs.
 
     .venv/bin/python bench/bench_parse.py [--records 30000] [--gzip] [--workers 2]
 
-Targets: >= 8,000 records/s; peak RSS < 100 MB (for workers, all processes together).
+Targets: >= 8,000 records/s; peak RSS < 100 MB (with helpers, all processes together).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ for record in iter_records(sys.argv[1], workers=workers):
         abstract_chars += len(record.abstract)
 wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
 peak = status("VmHWM")
-worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest finished worker
+worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest finished helper
 if workers > 1:  # the floors below are single-process figures, measured in the workers == 1 run
     print(json.dumps({
         "counts": counts, "wall_s": wall, "cpu_s": cpu, "abstract_chars": abstract_chars,
@@ -163,7 +163,7 @@ def _run_child(path: Path, workers: int) -> dict | None:
 
 
 def run_mix(mix: str, count: int, compress: bool, workers: int) -> bool:
-    """One file, read by one process and then by ``workers`` worker processes, back to back."""
+    """One file, read by one process and then by ``workers`` processes (this one and helpers), back to back."""
     with tempfile.TemporaryDirectory(prefix="atlas-bench-parse-") as tmp:
         started = time.perf_counter()
         path, distinct = build_file(Path(tmp), count, compress, mix)
@@ -177,7 +177,7 @@ def run_mix(mix: str, count: int, compress: bool, workers: int) -> bool:
             return False
 
     rates = {}
-    for label, result in (("1 process", single), (f"{workers} workers", multi)):
+    for label, result in (("1 process", single), (f"{workers} processes", multi)):
         if result is None:
             continue
         parsed = result["counts"]["Paper"]
@@ -188,9 +188,9 @@ def run_mix(mix: str, count: int, compress: bool, workers: int) -> bool:
               f"{rate_wall:,.0f} records/s wall ({size_mb / result['wall_s']:.1f} MB/s of input file)")
         if "worker_peak_rss_mb" in result:
             worker = result["worker_peak_rss_mb"]
-            total = result["peak_rss_mb"] + workers * worker
+            total = result["peak_rss_mb"] + (workers - 1) * worker
             print(f"[{mix}] {label}: memory: peak RSS {result['peak_rss_mb']:.1f} MB in the reading process "
-                  f"(growth {growth:.1f} MB), {worker:.1f} MB in the largest worker; "
+                  f"(growth {growth:.1f} MB), {worker:.1f} MB in the largest helper; "
                   f"all processes together at most {total:.1f} MB (shared pages counted once per process)")
             ok_rss = total < TARGET_RSS_MB
         else:
@@ -205,7 +205,7 @@ def run_mix(mix: str, count: int, compress: bool, workers: int) -> bool:
               f"memory < {TARGET_RSS_MB} MB: {'met' if ok_rss else 'NOT met'}")
     if len(rates) == 2:
         first, second = rates.values()
-        print(f"[{mix}] speed-up with {workers} workers, measured in this run: {second / first:.2f}x")
+        print(f"[{mix}] speed-up with {workers} processes, measured in this run: {second / first:.2f}x")
     return True
 
 
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args.add_argument("--mix", choices=("modern", "all", "both"), default="both",
                       help="which real records to replicate (see _template_records)")
     args.add_argument("--workers", type=int, default=2,
-                      help="worker processes for the second read of each file (1 skips it)")
+                      help="processes (the reader and its helpers) for the second read of each file (1 skips it)")
     opts = args.parse_args(argv)
     mixes = ("modern", "all") if opts.mix == "both" else (opts.mix,)
     ok = all(run_mix(mix, opts.records, opts.gzip, opts.workers) for mix in mixes)

@@ -13,8 +13,9 @@ from lxml import etree
 
 from atlas.errors import ParseError
 from atlas.models import BadRecord, Deletion, Paper
+from atlas.pubmed import parallel
 from atlas.pubmed.parallel import iter_segments_parallel
-from atlas.pubmed.parse import _Slicer, iter_records, parse_records
+from atlas.pubmed.parse import _iter_stream, _Slicer, iter_records, parse_records
 from tests.test_parse import ALL_FIXTURES, FIXTURES, _Trickle, fixture_bytes
 
 
@@ -37,6 +38,44 @@ def _parallel(data: bytes, chunk_records: int = 3, workers: int = 2) -> list:
     return list(iter_segments_parallel(io.BytesIO(data), workers, chunk_records))
 
 
+def _reading_in_parallel(data: bytes, chunk_records: int = 3):
+    """What ``iter_records(data, workers=2)`` gives, in chunks small enough that a short document has several."""
+    return _iter_stream(iter_segments_parallel(io.BytesIO(data), 2, chunk_records))
+
+
+@pytest.fixture(params=["helpers", "here", "alternate"])
+def share(request, monkeypatch):
+    """Who reads the chunks: only the helpers, only the calling process, or each in turn (checked to happen)."""
+    counts = {"sent": 0, "here": 0}
+    real_send, real_free, real_here = parallel._WorkerPool.send, parallel._WorkerPool.free_worker, parallel._read_items_here
+    turn = iter(range(1 << 30))
+
+    def send(pool, worker, chunk_id, message):
+        counts["sent"] += 1
+        real_send(pool, worker, chunk_id, message)
+
+    def here(reader, items):
+        counts["here"] += 1
+        return real_here(reader, items)
+
+    monkeypatch.setattr(parallel._WorkerPool, "send", send)
+    monkeypatch.setattr(parallel, "_read_items_here", here)
+    if request.param == "helpers":
+        monkeypatch.setattr(parallel, "_AHEAD_LIMIT", -1)  # never reads a chunk itself: waits for a helper
+    elif request.param == "here":
+        monkeypatch.setattr(parallel._WorkerPool, "free_worker", lambda pool, size: None)
+    else:
+        monkeypatch.setattr(parallel._WorkerPool, "free_worker",
+                            lambda pool, size: real_free(pool, size) if next(turn) % 2 else None)
+    yield request.param
+    if request.param == "helpers":
+        assert counts["sent"] and not counts["here"], counts
+    elif request.param == "here":
+        assert counts["here"] and not counts["sent"], counts
+    else:
+        assert counts["sent"] and counts["here"], counts
+
+
 @pytest.fixture(scope="module")
 def mixed_records() -> list[str]:
     records = _all_fixture_records()
@@ -44,7 +83,7 @@ def mixed_records() -> list[str]:
     return records
 
 
-def test_every_fixture_record_reads_the_same_in_order(mixed_records):
+def test_every_fixture_record_reads_the_same_in_order(share, mixed_records):
     data = _document(mixed_records)
     serial = parse_records(data)
     assert {type(r) for r in serial} == {Paper, Deletion}
@@ -58,7 +97,7 @@ def test_each_fixture_file_reads_the_same_through_the_public_entry():
         assert list(iter_records(FIXTURES / name, workers=2)) == list(iter_records(FIXTURES / name)), name
 
 
-def test_record_not_well_formed_alone_hands_the_rest_to_the_tree_reader(mixed_records):
+def test_record_not_well_formed_alone_hands_the_rest_to_the_tree_reader(share, mixed_records):
     records = [r for r in mixed_records if r.startswith("<PubmedArticle>")][:40]
     records[17] = records[17].replace("<MedlineCitation ", "<!-- a stray </PubmedArticle> --><MedlineCitation ", 1)
     data = _document(records)
@@ -68,7 +107,7 @@ def test_record_not_well_formed_alone_hands_the_rest_to_the_tree_reader(mixed_re
         assert _parallel(data, chunk_records) == serial
 
 
-def test_records_already_handed_out_after_the_fallback_are_read_once(mixed_records):
+def test_records_already_handed_out_after_the_fallback_are_read_once(share, mixed_records):
     """An entity the DOCTYPE allows fails the record alone while the records after it cut cleanly."""
     records = [r for r in mixed_records if r.startswith("<PubmedArticle>")][:40]
     records[9] = records[9].replace("<ArticleTitle>", "<ArticleTitle>Caf&eacute; ", 1)
@@ -81,14 +120,14 @@ def test_records_already_handed_out_after_the_fallback_are_read_once(mixed_recor
         assert _parallel(data, chunk_records) == serial
 
 
-def test_text_between_records_and_a_malformed_record(mixed_records):
+def test_text_between_records_and_a_malformed_record(share, mixed_records):
     records = [r for r in mixed_records if r.startswith("<PubmedArticle>")][:12]
     stray = _document(records[:7] + ["stray text"] + records[7:])
     assert _parallel(stray) == parse_records(stray)
     broken = records[5].replace("<PMID", "<PMID Version='1'", 1).replace("</ArticleTitle>", "", 1)
     bad = _document(records[:5] + [broken] + records[6:])
     serial_before, parallel_before = [], []
-    for reader, seen in ((iter_records(bad), serial_before), (iter_records(bad, workers=2), parallel_before)):
+    for reader, seen in ((iter_records(bad), serial_before), (_reading_in_parallel(bad), parallel_before)):
         with pytest.raises(ParseError, match="malformed or truncated"):
             for record in reader:
                 seen.append(record)
@@ -96,7 +135,7 @@ def test_text_between_records_and_a_malformed_record(mixed_records):
     assert len(serial_before) == 5
 
 
-def test_unreadable_record_is_a_bad_record_in_place(mixed_records):
+def test_unreadable_record_is_a_bad_record_in_place(share, mixed_records):
     records = [r for r in mixed_records if r.startswith("<PubmedArticle>")][:9]
     records[4] = records[4].replace("<PMID Version=\"1\">", "<PMID Version=\"x\">", 1)
     data = _document(records)
@@ -105,7 +144,7 @@ def test_unreadable_record_is_a_bad_record_in_place(mixed_records):
     assert isinstance(got[4], BadRecord) and got[4].raw_xml in data and "ValueError" in got[4].error
 
 
-def test_truncated_document_raises_after_the_records_before_the_damage(mixed_records):
+def test_truncated_document_raises_after_the_records_before_the_damage(share, mixed_records):
     data = _document([r for r in mixed_records if r.startswith("<PubmedArticle>")][:30])
     cut = data[: data.index(b"</PubmedArticle>", len(data) // 2) - 40]
     serial = []
@@ -114,7 +153,7 @@ def test_truncated_document_raises_after_the_records_before_the_damage(mixed_rec
             serial.append(record)
     parallel = []
     with pytest.raises(ParseError):
-        for record in iter_records(cut, workers=2):
+        for record in _reading_in_parallel(cut):
             parallel.append(record)
     assert parallel == serial and serial
 
@@ -145,7 +184,7 @@ def test_a_worker_that_dies_is_reported_not_taken_for_the_end_of_the_file(mixed_
     assert multiprocessing.active_children() == []
 
 
-def test_workers_read_a_plain_file_themselves_and_give_the_same_records(mixed_records, tmp_path):
+def test_workers_read_a_plain_file_themselves_and_give_the_same_records(share, mixed_records, tmp_path):
     records = [r for r in mixed_records if r.startswith("<PubmedArticle>")][:60]
     records[33] = records[33].replace("<ArticleTitle>", "<ArticleTitle>Caf&eacute; ", 1)  # not well-formed alone
     prolog = ('<?xml version="1.0"?>\n<!DOCTYPE PubmedArticleSet PUBLIC "-//NLM//DTD PubMedArticle, 1st January 2025//EN"'

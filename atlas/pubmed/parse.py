@@ -162,9 +162,10 @@ def iter_records(source: Source, *, workers: int = 1) -> Iterator[Record]:
     Records are yielded as they complete; a document that turns out to be
     truncated or malformed raises ``ParseError`` after the records before the
     damage. Use ``parse_records`` when a batch must be all-or-nothing.
-    ``workers`` > 1 reads the records in that many worker processes (see
-    ``atlas.pubmed.parallel``): the same records in the same order, for large
-    files; small documents are not worth the processes' start.
+    ``workers`` > 1 reads the records in that many processes, this one and
+    ``workers - 1`` helpers (see ``atlas.pubmed.parallel``): the same records
+    in the same order, for large files; small documents are not worth the
+    helpers' start.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")

@@ -111,6 +111,23 @@ def test_records_that_lose_a_blank_without_it_are_read_with_blanks_kept(field, v
     assert parse_record(segment) == paper  # the public entry takes the same path
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("title", "<i>Borrelia</i> burgdorferi and <i>fatigue</i>", "Borrelia burgdorferi and fatigue"),
+        ("title", " <i>Borrelia</i> and fatigue <i>x</i> ", "Borrelia and fatigue x"),
+        ("abstract", "<b>Background:</b> The aim <sup>2</sup>", "Background: The aim 2"),
+    ],
+)
+def test_an_outermost_element_that_starts_with_a_tag_is_read_from_the_lean_parse(field, value, expected):
+    """Only its first and last blanks can be gone, and those are stripped in both parses."""
+    segment = ARTICLE.format(**{**PLAIN, field: value}).encode()
+    assert not _lean_read_raises(segment)
+    (paper,) = SegmentReader().read(b"PubmedArticle", segment)
+    assert paper == _read_keeping_blanks(segment)
+    assert {"title": paper.title, "abstract": paper.abstract}[field] == expected
+
+
 def test_leaf_text_beside_a_comment_reads_the_same_in_both_parses():
     segment = ARTICLE.format(**{**PLAIN, "mesh": " <!-- c -->"}).encode()
     (paper,) = SegmentReader().read(b"PubmedArticle", segment)

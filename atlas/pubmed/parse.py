@@ -1049,17 +1049,17 @@ def render_inline(elem: etree._Element) -> tuple[str, str]:
         return plain, _escape(plain)
     plain_parts: list[str] = []
     markup_parts: list[str] = []
-    _render_into(elem, plain_parts, markup_parts)
+    _render_into(elem, plain_parts, markup_parts, outermost=True)
     return collapse_ws("".join(plain_parts)), collapse_ws("".join(markup_parts))
 
 
-def _render_into(elem: etree._Element, plain: list[str], markup: list[str]) -> None:
+def _render_into(elem: etree._Element, plain: list[str], markup: list[str], outermost: bool = False) -> None:
     """Append the text and markup of ``elem``'s content; an inline tag around nothing but whitespace is dropped."""
     text = elem.text
     if text:
         plain.append(text)
         markup.append(_escape(text))
-    elif len(elem) and _parsed_lean(elem):
+    elif len(elem) and _parsed_lean(elem) and not (outermost and _tails_between_children(elem)):
         raise _BlanksDropped  # no leading text: a blank between its children may be gone
     for child in elem:
         tag = child.tag
@@ -1095,6 +1095,16 @@ def _render_into(elem: etree._Element, plain: list[str], markup: list[str]) -> N
         if tail:
             plain.append(tail)
             markup.append(_escape(tail))
+
+
+def _tails_between_children(elem: etree._Element) -> bool:
+    """Whether every child but the last has a tail: then a blank dropped from ``elem`` was at its start or end.
+
+    The rendered text of the outermost element is stripped at both ends, so
+    those blanks do not show and the lean parse reads it as it is (a title
+    or abstract that starts with ``<i>``, which is common, needs no re-parse).
+    """
+    return all(child.tail is not None for child in elem[:-1])
 
 
 def _escape(text: str) -> str:

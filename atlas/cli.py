@@ -236,7 +236,9 @@ def sql(
 @app.command("parse")
 def parse_files(
     files: list[Path],
-    workers: int = typer.Option(1, "--workers", min=1, help="processes reading the records: this one and N-1 helpers (for large files, one per core)"),
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="processes reading the records, this one and N-1 helpers (large files: one per core)"
+    ),
 ) -> None:
     """Parse PubMed XML files (plain or .gz) and print one JSON line per record."""
     from atlas.errors import ParseError

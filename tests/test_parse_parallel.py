@@ -47,7 +47,8 @@ def _reading_in_parallel(data: bytes, chunk_records: int = 3):
 def share(request, monkeypatch):
     """Who reads the chunks: only the helpers, only the calling process, or each in turn (checked to happen)."""
     counts = {"sent": 0, "here": 0}
-    real_send, real_free, real_here = parallel._WorkerPool.send, parallel._WorkerPool.free_worker, parallel._read_items_here
+    real_send, real_free = parallel._WorkerPool.send, parallel._WorkerPool.free_worker
+    real_here = parallel._read_items_here
     turn = iter(range(1 << 30))
 
     def send(pool, worker, chunk_id, message):

@@ -290,6 +290,7 @@ class _WorkerPool:
 def _worker_main(inbox: Connection, outbox: Connection, source: _File | None) -> None:
     """Read chunks until the pipe closes; any failure is sent back as text rather than lost with the process."""
     descriptor = None
+    reader = SegmentReader()
     try:
         while True:
             try:
@@ -302,7 +303,7 @@ def _worker_main(inbox: Connection, outbox: Connection, source: _File | None) ->
                     if descriptor is None:
                         descriptor = os.open(source.path, os.O_RDONLY)
                     items = _read_items(descriptor, source, items)
-                reply = ("ok", read_chunk(items))
+                reply = ("ok", _read_chunk_encoded(reader, items))
             except _InputChanged as exc:
                 reply = ("input", str(exc))
             except Exception as exc:  # reported to the caller, which raises it
@@ -333,17 +334,10 @@ def _read_items(descriptor: int, source: _File, places: list[tuple[bytes, int, i
     return items
 
 
-def read_chunk(items: list[tuple[bytes, bytes]]) -> list[list[Encoded] | None]:
-    """Worker side: each record read as the serial reader reads it; None at the first one not well-formed alone."""
-    reader = SegmentReader()
-    results: list[list[Encoded] | None] = []
-    for tag, segment in items:
-        records = reader.read(tag, segment)
-        if records is None:
-            results.append(None)
-            break
-        results.append([_encode(record) for record in records])
-    return results
+def _read_chunk_encoded(reader: SegmentReader, items: list[Item]) -> list[list[Encoded] | None]:
+    """Helper side: ``_read_items_here``, each record encoded for the pipe."""
+    return [None if records is None else [_encode(record) for record in records]
+            for records in _read_items_here(reader, items)]
 
 
 def _encode(record: Record) -> Encoded:

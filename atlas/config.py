@@ -96,6 +96,19 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+def settings_for_database(db_path: str | Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings for work on one database file, which publishes its snapshot, exports and pages beside it.
+
+    Without this, ``--db /elsewhere/atlas.duckdb`` would publish into ``./data``;
+    ``overrides`` may still name another ``data_dir``.
+    """
+    chosen = dict(overrides or {})
+    if db_path:
+        chosen.setdefault("data_dir", str(Path(db_path).parent))
+        chosen["db_path"] = str(db_path)
+    return load_settings(**chosen)
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment (and ATLAS_CONFIG), with explicit overrides on top."""
     if os.environ.get("ATLAS_CONFIG") and not Path(os.environ["ATLAS_CONFIG"]).is_file():

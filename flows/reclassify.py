@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from atlas.config import load_settings
+from atlas.config import settings_for_database
 from atlas.store import Store
 from atlas.store.runs import finish_run, start_run
 from flows.publish import publish_task
@@ -43,7 +43,7 @@ def reclassify(policy_path: str, db_path: str | None = None,
     """Open the store, load the policy, re-decide every current extraction, record the run, publish."""
     logger = get_run_logger()
     policy = load_policy(policy_path)
-    settings = load_settings(**{**(overrides or {}), **({"db_path": db_path} if db_path else {})})
+    settings = settings_for_database(db_path, overrides)
     with Store.open(settings.database, snapshot=settings.snapshot) as store:
         run_id = start_run(store, "reclassify", parameters={"policy_path": policy_path},
                            versions={"scanner": SCANNER_VERSION, "policy": policy.version,

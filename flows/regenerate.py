@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from atlas.config import load_settings
+from atlas.config import settings_for_database
 from atlas.store import Store
 from flows.publish import publish_task
 from generator.pipeline import report_markdown, run_regeneration
@@ -48,7 +48,7 @@ def regenerate(pmids: list[str] | None = None, since: str | None = None, all: bo
     }
     counts = generate_task(parameters)
     if not dry_run:
-        settings = load_settings(**{**(overrides or {}), **({"db_path": db_path} if db_path else {})})
+        settings = settings_for_database(db_path, overrides)
         with Store.open(settings.database, snapshot=settings.snapshot) as store:
             counts["publish"] = publish_task(store, settings)
     title = "Regenerate (dry run)" if dry_run else f"Regenerate run `{counts.get('run_id')}`: {counts.get('status')}"

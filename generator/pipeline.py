@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from atlas.config import Settings, load_settings
+from atlas.config import Settings, settings_for_database
 from atlas.errors import BadRequest, ServiceError
 from atlas.store import Store
 from atlas.store import summaries as summary_store
@@ -428,7 +428,7 @@ def run_regeneration(*, pmids: list[str] | None, since: date | None, regenerate_
     new summaries for the selected papers; with none of them only papers that
     lack a summary for the current inputs are generated.
     """
-    settings = load_settings(**{**(overrides or {}), **({"db_path": db_path} if db_path else {})})
+    settings = settings_for_database(db_path, overrides)
     force = bool(regenerate_all or pmids or since)
     parameters = {"pmids": pmids, "since": since.isoformat() if since else None, "all": regenerate_all,
                   "dry_run": dry_run, "max_cost": max_cost}

@@ -51,6 +51,8 @@ def test_flow_relabels_records_the_run_and_publishes_an_artifact(tmp_path):
     counts = reclassify(policy_path=str(strict), db_path=str(db))
     assert counts["decided"] == 3 and counts["changed_pem"] == 1 and counts["llm_calls"] == 0
     assert labels(db) == {"0": ("required", "0.2"), "1": ("required", "0.2"), "2": ("unclear", "0.2")}
+    assert (tmp_path / "atlas.snapshot.duckdb").is_file()  # published beside the database it was given
+    assert (tmp_path / "pages" / "index.html").is_file()
     with Store.open(db) as store:
         run = store.conn.execute("SELECT flow, status, versions, counts FROM run_summary WHERE flow = 'reclassify'"
                                  ).fetchone()

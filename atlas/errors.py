@@ -16,16 +16,21 @@ class ConfigError(AtlasError):
 
 
 class ServiceError(AtlasError):
-    """A remote service (NCBI, an LLM endpoint) failed in a way worth retrying.
+    """A remote service (NCBI, an LLM endpoint) failed: never an empty result.
 
-    An HTML error page, an in-band ``<ERROR>``, a 429/5xx, a timeout or a body
-    that does not parse completely all land here: never an empty result.
+    ``transient`` failures (a 429/5xx, a timeout, a dropped connection, a body
+    cut short) are retried with backoff. The others are answers the service
+    gave on purpose (an HTML error page, an in-band ``<ERROR>``, a JSON error
+    body, the wrong document) and are raised at once: asking again gets the
+    same answer, and the nightly window is retried on the next run anyway.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
+                 transient: bool = True):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.transient = transient
 
 
 class RateLimited(ServiceError):

@@ -22,6 +22,7 @@ from lxml import etree
 
 from atlas.config import DEFAULT_QUERY, Settings
 from atlas.fakes.eutils import FakeEutils, write_synthetic_corpus
+from atlas.ingest import Window, find_pmids
 from atlas.pubmed.client import EutilsClient
 
 
@@ -41,7 +42,7 @@ def run(records: int, rate: float, batch_size: int, cap: int) -> dict[str, float
                                 batch_size=batch_size)
             with EutilsClient(settings, search_cap=cap) as client:
                 began = time.perf_counter()
-                pmids = client.search_window(DEFAULT_QUERY, since=start_day, until=start_day + timedelta(days=days))
+                pmids = find_pmids(client, DEFAULT_QUERY, Window(start_day, start_day + timedelta(days=days)))
                 searched = time.perf_counter()
                 fetched: list[str] = []
                 body_bytes = 0

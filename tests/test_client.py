@@ -22,8 +22,8 @@ from atlas.pubmed.client import (
     check_response,
     parse_esearch,
     parse_retry_after,
-    window_start,
 )
+from atlas.ingest import Window, find_pmids, nightly_window
 from atlas.ratelimit import RateLimiter
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -68,13 +68,12 @@ def synthetic_dir(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------- pure decisions
 
 
-def test_window_start_first_run_and_overlap():
+def test_nightly_window_first_run_and_overlap():
     today = date(2025, 6, 30)
-    assert window_start(None, 3, 30, today) == date(2025, 5, 31)
-    assert window_start(date(2025, 6, 20), 3, 30, today) == date(2025, 6, 17)
-    assert window_start(date(2025, 7, 10), 3, 30, today) == today  # never starts in the future
-    with pytest.raises(ValueError):
-        window_start(None, -1, 30, today)
+    assert nightly_window(None, today=today, overlap_days=3, first_run_days=30) == Window(date(2025, 5, 31), today)
+    assert nightly_window(date(2025, 6, 20), today=today, overlap_days=3, first_run_days=30).start == date(2025, 6, 17)
+    # never starts in the future
+    assert nightly_window(date(2025, 7, 10), today=today, overlap_days=3, first_run_days=30) == Window(today, today)
 
 
 @pytest.mark.parametrize(
@@ -126,25 +125,42 @@ def test_rate_limit_json_bodies():
         check_response(429, documented, where=WHERE, expected_roots=("eSearchResult",), retry_after="2")
     assert caught.value.status == 429 and caught.value.retry_after == 2.0
     observed = (FIXTURES / "json" / "rate_limit_exceeded_observed_ip_redacted.json").read_bytes()
-    with pytest.raises(ServiceError, match="JSON error instead of XML.*API rate limit exceeded"):
-        check_response(200, observed, where=WHERE, expected_roots=("eSearchResult",))
+    with pytest.raises(RateLimited, match="rate limit exceeded.*HTTP 200.*API rate limit exceeded"):
+        check_response(200, observed, where=WHERE, expected_roots=("eSearchResult",))  # the 429 body on a 200
+    with pytest.raises(ServiceError, match="JSON error instead of XML.*Invalid db") as caught:
+        check_response(200, b'{"error": "Invalid db name specified"}', where=WHERE, expected_roots=("eSearchResult",))
+    assert not caught.value.transient
 
 
 def test_html_truncated_and_wrong_documents_are_service_errors():
+    """Only a body cut short is worth asking again for; the other answers were given on purpose."""
     html = b"<!DOCTYPE html><html><head><title>NCBI - WWW Error 500 Diagnostic</title></head></html>"
-    with pytest.raises(ServiceError, match="HTML page.*WWW Error 500"):
+    with pytest.raises(ServiceError, match="HTML page.*WWW Error 500") as caught:
         check_response(200, html, where=WHERE, expected_roots=("eSearchResult",))
-    with pytest.raises(ServiceError, match="HTML"):
+    assert not caught.value.transient
+    with pytest.raises(ServiceError, match="HTML") as caught:
         check_response(200, b"<p>oops</p>", where=WHERE, expected_roots=("x",), content_type="text/html")
+    assert not caught.value.transient
     record = (CORPUS / "pubmed_23435529_rct_structured_collectivename.xml").read_bytes()
     assert check_response(200, record, where=WHERE, expected_roots=("PubmedArticleSet",)).tag == "PubmedArticleSet"
-    with pytest.raises(ServiceError, match="does not parse completely"):
+    with pytest.raises(ServiceError, match="does not parse completely") as caught:
         check_response(200, record[: len(record) // 2], where=WHERE, expected_roots=("PubmedArticleSet",))
-    with pytest.raises(ServiceError, match="empty body"):
+    assert caught.value.transient
+    with pytest.raises(ServiceError, match="empty body") as caught:
         check_response(200, b"  \n", where=WHERE, expected_roots=("PubmedArticleSet",))
-    with pytest.raises(ServiceError, match="<eSearchResult> where <PubmedArticleSet>"):
-        esearch = (FIXTURES / "esearch" / "esearch_pubmed_simple_idlist.xml").read_bytes()
+    assert caught.value.transient
+    esearch = (FIXTURES / "esearch" / "esearch_pubmed_simple_idlist.xml").read_bytes()
+    with pytest.raises(ServiceError, match="<eSearchResult> where <PubmedArticleSet>") as caught:
         check_response(200, esearch, where=WHERE, expected_roots=("PubmedArticleSet",))
+    assert not caught.value.transient
+    with pytest.raises(ServiceError, match="in-band: Empty term") as caught:
+        check_response(200, b"<eSearchResult><ERROR>Empty term and query_key - nothing todo</ERROR></eSearchResult>",
+                       where=WHERE, expected_roots=("eSearchResult",))
+    assert not caught.value.transient
+    for status in (500, 502, 503):
+        with pytest.raises(ServiceError) as caught:
+            check_response(status, html, where=WHERE, expected_roots=("eSearchResult",))
+        assert caught.value.transient
 
 
 def test_status_codes_split_retryable_from_bad_requests():
@@ -265,22 +281,26 @@ def test_persistent_truncation_raises_instead_of_returning_nothing(fake):
     assert fake.request_count == 6
 
 
-def test_in_band_error_raises_service_error(fake):
+def test_in_band_error_raises_service_error_at_once(fake):
     fake.faults.in_band_error(10, message="Search Backend failed: timeout")
-    with make_client(fake.url, max_retries=1) as client:
-        with pytest.raises(ServiceError, match="in-band: Search Backend failed: timeout"):
+    with make_client(fake.url) as client:
+        with pytest.raises(ServiceError, match="in-band: Search Backend failed: timeout") as caught:
             client.esearch_ids("pain", datetype="edat", mindate=date(2000, 1, 1), maxdate=date(2024, 1, 1))
+        assert "gave up" not in str(caught.value)
         with pytest.raises(ServiceError, match="in-band"):
             client.efetch_pubmed(["9997"])
+        assert client.stats() == {"requests": 2, "retries": 0, "rate_limited": 0}
+    assert fake.request_count == 2
 
 
-@pytest.mark.parametrize("status", [200, 503])
-def test_html_page_raises_service_error(fake, status):
+@pytest.mark.parametrize(("status", "requests"), [(200, 1), (503, 3)])
+def test_html_page_raises_service_error_retried_only_as_a_5xx(fake, status, requests):
     fake.faults.html_page(10, status=status)
-    with make_client(fake.url, max_retries=1) as client, pytest.raises(ServiceError) as caught:
+    with make_client(fake.url, max_retries=2) as client, pytest.raises(ServiceError) as caught:
         client.efetch_pubmed(["9997"])
-    assert "HTML" in str(caught.value) or "server error" in str(caught.value)
+    assert ("HTML page" if status == 200 else "server error") in str(caught.value)
     assert "WWW Error" in str(caught.value)
+    assert fake.request_count == requests
 
 
 def test_bad_request_is_not_retried(fake):
@@ -348,10 +368,10 @@ def test_mdat_pass_picks_up_revised_records(tmp_path):
     (tmp_path / "two.xml").write_bytes(b"<PubmedArticleSet>" + old + new + b"</PubmedArticleSet>")
     since, until = date(2024, 6, 1), date(2024, 6, 5)
     with FakeEutils(tmp_path, rate_limit=FAST) as fake, make_client(fake.url) as client:
-        assert client.search_window(DEFAULT_QUERY, since=since, until=until) == ["38000002"]
+        assert find_pmids(client, DEFAULT_QUERY, Window(since, until)) == ["38000002"]
         fake.revise("38000001", date(2024, 6, 4))
         assert client.esearch_ids(DEFAULT_QUERY, datetype="edat", mindate=since, maxdate=until) == ["38000002"]
-        assert client.search_window(DEFAULT_QUERY, since=since, until=until) == ["38000001", "38000002"]
+        assert find_pmids(client, DEFAULT_QUERY, Window(since, until)) == ["38000001", "38000002"]
         datetypes = [r.params["datetype"] for r in fake.requests]
     assert datetypes == ["edat", "mdat", "edat", "edat", "mdat"]
 

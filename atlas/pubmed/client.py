@@ -7,9 +7,11 @@ reads POST parameters exactly like query parameters.
 What counts as a failure is decided by pure functions (``check_response``,
 ``parse_esearch``) so they can be tested against real NCBI bodies: a 429, a
 5xx, a timeout, an HTML page, a JSON error body, an in-band ``<ERROR>`` and
-XML that does not parse completely are all ``ServiceError`` (retried with
-backoff, never turned into an empty result); any other 4xx is ``BadRequest``
-(not retried). One in-band error is bad input rather than a hiccup: NCBI's
+XML that does not parse completely are all ``ServiceError``, never turned
+into an empty result. Only the transient ones (429, 5xx, timeouts, dropped
+connections, bodies cut short) are retried with backoff; an HTML page, an
+in-band error, a JSON error or the wrong document is raised at once. Any
+other 4xx is ``BadRequest`` (not retried). One in-band error is bad input rather than a hiccup: NCBI's
 "'retstart' cannot be larger than 9998" is a ``BadRequest``, since retrying
 cannot help (the client splits windows so it never asks for it).
 """
@@ -29,7 +31,7 @@ from urllib.parse import urlencode
 
 import httpx
 from lxml import etree
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from atlas.config import Settings
 from atlas.errors import BadRequest, RateLimited, RecordError, ServiceError
@@ -72,18 +74,6 @@ class SearchPage:
 
 
 # ---------------------------------------------------------------- pure helpers
-
-
-def window_start(watermark: date | None, overlap_days: int, first_run_days: int, today: date) -> date:
-    """First day to search: the watermark minus an overlap, or ``first_run_days`` back on a first run.
-
-    The overlap re-reads recent days because PubMed indexes some records
-    days after their entrez date; never starts after ``today``.
-    """
-    if overlap_days < 0 or first_run_days < 1:
-        raise ValueError("overlap_days must be >= 0 and first_run_days >= 1")
-    start = today - timedelta(days=first_run_days) if watermark is None else watermark - timedelta(days=overlap_days)
-    return min(start, today)
 
 
 def ncbi_date(day: date) -> str:
@@ -184,13 +174,19 @@ def check_response(
     if status >= 400:
         raise BadRequest(f"NCBI rejected the request ({status_text}: {reason_text()}) for {where}")
     if status != 200:
-        raise ServiceError(f"NCBI answered {status_text} with no usable body for {where}", status=status)
+        raise ServiceError(f"NCBI answered {status_text} with no usable body for {where}", status=status,
+                           transient=False)
     if not body.strip():
         raise ServiceError(f"NCBI sent an empty body (HTTP 200) for {where}", status=status)
     if "html" in content_type.lower() or _HTML_START.match(body[:512]):
-        raise ServiceError(f"NCBI sent an HTML page instead of XML ({reason_text()}) for {where}", status=status)
+        raise ServiceError(f"NCBI sent an HTML page instead of XML ({reason_text()}) for {where}", status=status,
+                           transient=False)
     if body.lstrip()[:1] in (b"{", b"["):
-        raise ServiceError(f"NCBI sent a JSON error instead of XML ({reason_text()}) for {where}", status=status)
+        if "rate limit" in reason_text().lower():  # NCBI's 429 body, whatever the status: wait and ask again
+            raise RateLimited(f"NCBI rate limit exceeded ({status_text}: {reason_text()}) for {where}",
+                              status=status, retry_after=parse_retry_after(retry_after))
+        raise ServiceError(f"NCBI sent a JSON error instead of XML ({reason_text()}) for {where}", status=status,
+                           transient=False)
     try:
         root = etree.fromstring(body, parser=_xml_parser())
     except etree.XMLSyntaxError as exc:
@@ -205,11 +201,12 @@ def check_response(
         joined = " | ".join(errors)
         if any(_RETSTART_CAP_MESSAGE.search(text) for text in errors):
             raise BadRequest(f"NCBI refused to page past its ESearch cap: {joined} ({where})")
-        raise ServiceError(f"NCBI reported an error in-band: {joined} ({where})", status=status)
+        raise ServiceError(f"NCBI reported an error in-band: {joined} ({where})", status=status, transient=False)
     if root.tag not in expected_roots:
         raise ServiceError(
             f"NCBI sent <{root.tag}> where <{'> or <'.join(expected_roots)}> was expected for {where}",
             status=status,
+            transient=False,
         )
     return root
 
@@ -225,6 +222,11 @@ def parse_esearch(root: etree._Element) -> SearchPage:
 
     ids = [(el.text or "").strip() for el in root.iterfind("IdList/Id")]
     return SearchPage(count=integer("Count"), retstart=integer("RetStart"), ids=[i for i in ids if i])
+
+
+def _is_transient(error: BaseException) -> bool:
+    """Worth asking again: a 429, a 5xx, a timeout, a dropped connection or a body cut short."""
+    return isinstance(error, ServiceError) and error.transient
 
 
 def _pmid_sort_key(pmid: str) -> tuple[int, str]:
@@ -381,12 +383,6 @@ class EutilsClient:
             )
         found.update(window_ids)
 
-    def search_window(self, term: str, *, since: date, until: date) -> list[str]:
-        """New records (entrez date) plus revised ones (modification date) in ``since..until``, as one sorted list."""
-        entered = self.esearch_ids(term, datetype="edat", mindate=since, maxdate=until)
-        revised = self.esearch_ids(term, datetype="mdat", mindate=since, maxdate=until)
-        return sorted(set(entered) | set(revised), key=_pmid_sort_key)
-
     # -- EFetch
 
     def efetch_pubmed(self, pmids: Sequence[str]) -> bytes:
@@ -466,7 +462,7 @@ class EutilsClient:
         form = {**params, **self._identity}
         retrying = Retrying(
             stop=stop_after_attempt(self.max_retries + 1),
-            retry=retry_if_exception_type(ServiceError),
+            retry=retry_if_exception(_is_transient),
             wait=self._wait,
             before_sleep=self._before_retry,
             reraise=True,
@@ -474,6 +470,8 @@ class EutilsClient:
         try:
             return retrying(self._attempt, endpoint, form, where, expected_roots)
         except ServiceError as exc:
+            if not exc.transient:
+                raise
             attempts = retrying.statistics.get("attempt_number", 1)
             raise type(exc)(
                 f"{exc} [gave up after {attempts} attempt{'s' if attempts != 1 else ''}]",

@@ -1,10 +1,12 @@
 """The real nightly flow on Prefect's ephemeral engine, against the loopback fake E-utilities.
 
-Covers what only shows end to end: an unchanged re-run writes nothing, service
-faults are retried inside a run, a failed batch leaves the watermark where it
-was, a malformed record is reported while its batch is stored, a killed run is
-finished by the next one with nothing duplicated, and a locked database fails
-clearly without writing.
+Covers what only shows end to end: a re-run over the same records writes
+nothing, and its artifact says so; the mdat pass finds a revised record and
+stores it as a new version; transient service faults are retried inside a run,
+while an error NCBI answers on purpose fails it at once; a failed batch leaves
+the watermark where it was; a malformed record is reported while its batch is
+stored; a killed run is finished by the next one with nothing duplicated; and a
+locked database fails clearly without writing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from atlas.errors import DatabaseLocked
+from atlas.errors import DatabaseLocked, ServiceError
 from atlas.fakes.eutils import FakeEutils
 from atlas.store import Store
 from flows.nightly import nightly
@@ -68,8 +70,11 @@ def test_first_run_stores_scans_summarises_publishes_and_an_unchanged_rerun_writ
     db = tmp_path / "data" / "atlas.duckdb"
     before = row_counts(db)
 
-    second = nightly(as_of=AS_OF, overrides=settings)
+    # The same night again, with an overlap long enough to re-read the last weeks: all found, nothing written.
+    second = nightly(as_of=AS_OF, overrides={**settings, "overlap_days": 30})
     assert second["status"] == "completed"
+    assert second["window"] == "2025-10-01..2025-10-31"
+    assert second["found"] > 20 and second["unchanged"] == second["found"]
     assert (second["inserted"], second["scan"]["extracted"], second["scan"]["decided"],
             second["generate"]["generated"]) == (0, 0, 0, 0)
     assert row_counts(db) == before
@@ -85,15 +90,53 @@ def test_first_run_stores_scans_summarises_publishes_and_an_unchanged_rerun_writ
     assert (tmp_path / "data" / "pages" / "index.html").exists()
     assert (tmp_path / "data" / "export" / "evidence.parquet").exists()
 
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        reports = [a for a in client.read_latest_artifacts() if a.key == "nightly-summary"]
+    assert reports and f"run `{second['run_id']}`: completed" in reports[0].data
+    assert f"| found | {second['found']} |" in reports[0].data and "| inserted | 0 |" in reports[0].data
+
+
+def test_a_revised_record_is_found_by_the_mdat_pass_and_stored_as_a_new_version(
+        fake: FakeEutils, tmp_path: Path) -> None:
+    settings = overrides(fake, tmp_path / "data")
+    first = nightly(as_of=AS_OF, overrides=settings)
+    old = min(fake.pmids(), key=lambda pmid: fake.record(pmid).entrez)  # entered weeks before the next window
+    fake.revise(old, date(2025, 11, 5))
+    later = nightly(as_of=date(2025, 11, 7), overrides=settings)
+    assert later["window"] == "2025-10-28..2025-11-07"  # the watermark minus the 3-day overlap
+    assert (later["found"], later["inserted"]) == (1, 1)
+    with duckdb.connect(str(tmp_path / "data" / "atlas.duckdb"), read_only=True) as conn:
+        versions = conn.execute("SELECT revised_date FROM papers WHERE pmid = ? ORDER BY seq", [old]).fetchall()
+    assert versions[-1] == (date(2025, 11, 5),) and len(versions) == 2  # the earlier version is kept
+    assert first["inserted"] == first["found"]
+
 
 def test_service_faults_are_retried_and_nothing_is_lost(fake: FakeEutils, tmp_path: Path) -> None:
     fake.faults.rate_limit_storm(4).server_errors(2, endpoint="efetch.fcgi").truncate(1, endpoint="efetch.fcgi")
-    fake.faults.html_page(1, endpoint="esearch.fcgi").in_band_error(1, endpoint="esearch.fcgi")
+    fake.faults.html_page(1, status=503, endpoint="esearch.fcgi")
     counts = nightly(as_of=AS_OF, overrides=overrides(fake, tmp_path / "data", batch_size=40))
     assert counts["status"] == "completed"
-    assert counts["retries"] >= 9
+    assert counts["retries"] >= 8
     assert counts["inserted"] == counts["found"] > 100
     assert counts["failed_batches"] == 0
+
+
+@pytest.mark.parametrize("fault", ["in_band_error", "html_page"])
+def test_an_error_ncbi_answers_on_purpose_fails_the_run_at_once(fake: FakeEutils, tmp_path: Path, fault: str) -> None:
+    """An in-band ERROR or an HTML page (HTTP 200) is not retried: the run fails, the next run does the window."""
+    data = tmp_path / "data"
+    getattr(fake.faults, fault)(1, endpoint="esearch.fcgi")
+    with pytest.raises(ServiceError, match="in-band" if fault == "in_band_error" else "HTML page"):
+        nightly(as_of=AS_OF, overrides=overrides(fake, data))
+    assert fake.request_count == 1
+    with duckdb.connect(str(data / "atlas.duckdb"), read_only=True) as conn:
+        assert conn.execute("SELECT status FROM run_summary").fetchall() == [("failed",)]
+        assert conn.execute("SELECT count(*) FROM current_watermarks").fetchone()[0] == 0
+    assert row_counts(data / "atlas.duckdb")["papers"] == 0
+    retried = nightly(as_of=AS_OF, overrides=overrides(fake, data))
+    assert retried["status"] == "completed" and retried["inserted"] == retried["found"] > 100
 
 
 def test_a_batch_that_keeps_failing_is_recorded_and_the_window_is_retried(fake: FakeEutils, tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 A loopback fake E-utilities serves ``data/sample/pubmed`` with NCBI's rate
 limit; each night moves "today" forward a month so successive windows pick up
-different papers, and the last night repeats the one before to show that an
-unchanged re-run stores nothing.
+different papers. Then the last night's whole window is fetched again (the
+backfill flow) to show that a re-run over unchanged records stores nothing.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from rich.table import Table
 from atlas.config import load_settings
 from atlas.errors import ConfigError
 
-DEMO_NIGHTS = (date(2025, 8, 31), date(2025, 9, 30), date(2025, 10, 31), date(2025, 10, 31))
+DEMO_NIGHTS = (date(2025, 8, 31), date(2025, 9, 30), date(2025, 10, 31))
 
 
 def run_demo(data_dir: Path, corpus: Path, console: Console) -> None:
     from atlas.fakes.eutils import FakeEutils
-    from flows.nightly import nightly
+    from flows.nightly import backfill, nightly
 
     if not corpus.is_dir() or not any(corpus.glob("*.xml")):
         raise ConfigError(f"{corpus}: no demo corpus (run: python data/sample/build_sample.py)")
@@ -40,10 +40,10 @@ def run_demo(data_dir: Path, corpus: Path, console: Console) -> None:
         for night in DEMO_NIGHTS:
             console.rule(f"nightly run as of {night}")
             counts = nightly(as_of=night, overrides=overrides)
-            table.add_row(str(night), str(counts.get("window")), str(counts.get("found")),
-                          str(counts.get("inserted")), str(counts.get("unchanged")),
-                          str(counts.get("scan", {}).get("extracted")),
-                          str(counts.get("generate", {}).get("generated")), str(counts.get("status")))
+            _add_row(table, str(night), counts)
+        start, end = (date.fromisoformat(day) for day in counts["window"].split(".."))
+        console.rule(f"the {end} night's window again: {start}..{end}")
+        _add_row(table, "again", backfill(start=start, end=end, overrides=overrides))
     console.print(table)
     settings = load_settings(**overrides)
     show_evidence(settings.snapshot, console)
@@ -52,6 +52,13 @@ def run_demo(data_dir: Path, corpus: Path, console: Console) -> None:
                   f"Parquet: {settings.data_dir / 'export'}")
     console.print(f"try: .venv/bin/atlas status --data-dir {data_dir}")
     console.print(f"     .venv/bin/atlas sql --data-dir {data_dir} \"SELECT pmid, year, title FROM current_papers LIMIT 5\"")
+
+
+def _add_row(table: Table, night: str, counts: dict) -> None:
+    table.add_row(night, str(counts.get("window")), str(counts.get("found")),
+                  str(counts.get("inserted")), str(counts.get("unchanged")),
+                  str(counts.get("scan", {}).get("extracted")),
+                  str(counts.get("generate", {}).get("generated")), str(counts.get("status")))
 
 
 def show_evidence(snapshot: Path, console: Console) -> None:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from atlas.errors import AtlasError
@@ -34,7 +35,7 @@ def register(app: typer.Typer, *, reclassify_flow: Callable[..., dict[str, Any]]
     err = Console(stderr=True)
 
     def fail(message: str) -> None:
-        err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(1)
 
     policy_app = typer.Typer(help="Validate, show and compare criteria policies.", no_args_is_help=True)

@@ -45,7 +45,8 @@ def test_help_lists_every_command() -> None:
     result = run("--help")
     assert result.exit_code == 0
     for command in ("nightly", "backfill", "status", "show", "sql", "parse", "import", "export", "pages",
-                    "reclassify", "regenerate", "generate", "scan", "policy", "eval", "server", "demo"):
+                    "reclassify", "regenerate", "generate", "scan", "policy", "eval", "server", "demo",
+                    "fake-eutils", "deploy"):
         assert f" {command} " in result.output, command
 
 
@@ -70,6 +71,16 @@ def test_parse_names_a_missing_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["parse", str(tmp_path / "nope.xml")])
     assert result.exit_code == 1
     assert "nope.xml: no such file" in result.output
+
+
+def test_an_error_message_is_printed_as_text_not_as_markup(tmp_path: Path) -> None:
+    """Brackets in a message (a path, NCBI's text, '[gave up after 3 attempts]') are shown, never parsed."""
+    for name in ("report [gave up after 3 attempts].xml", "odd[/b].xml"):
+        result = CliRunner().invoke(app, ["parse", str(tmp_path / name)])
+        assert result.exit_code == 1, result.output
+        assert f"{name}: no such file" in " ".join(result.output.split())
+    policy = CliRunner().invoke(app, ["policy", "validate", str(tmp_path / "odd[/b].yaml")])  # the scanner's commands
+    assert policy.exit_code == 1 and "odd[/b].yaml: no such policy file" in " ".join(policy.output.split())
 
 
 def test_status_show_and_sql(data_dir: Path) -> None:

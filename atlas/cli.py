@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from atlas.config import Settings, load_settings
-from atlas.errors import AtlasError, DatabaseLocked
+from atlas.errors import AtlasError, DatabaseLocked, ParseError
 
 app = typer.Typer(
     name="atlas",
@@ -242,7 +242,6 @@ def parse_files(
     ),
 ) -> None:
     """Parse PubMed XML files (plain or .gz) and print one JSON line per record."""
-    from atlas.errors import ParseError
     from atlas.models import BadRecord, Deletion
     from atlas.pubmed.parse import iter_records
 
@@ -288,6 +287,61 @@ def import_medline(files: list[Path], data_dir: DataDir = None) -> None:
         finish_run(store, run_id, status="completed", counts=totals.as_dict())
         store.publish_snapshot(settings.snapshot)
     _print_counts("import", {"status": "completed", **totals.as_dict()})
+
+
+@app.command("load")
+def load_xml(
+    files: list[Path],
+    data_dir: DataDir = None,
+    all_records: bool = typer.Option(False, "--all", help="store every record, not only papers already stored"),
+    workers: int = typer.Option(1, "--workers", min=1, help="processes reading the records (see atlas parse)"),
+    batch: int = typer.Option(5_000, "--batch", min=1, help="records per transaction"),
+) -> None:
+    """Load PubMed XML files (baseline or daily update files, plain or .gz) into the store.
+
+    Only papers already stored are updated unless --all is given; a DeleteCitation marks a stored paper deleted
+    and keeps its history.
+    """
+    settings = _settings(data_dir=data_dir)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from atlas.ingest import load_pubmed_xml
+    from atlas.store import Store
+    from atlas.store.papers import BatchCounts
+    from atlas.store.runs import finish_run, start_run
+
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        _fail(f"{', '.join(missing)}: no such file")
+    try:
+        store = Store.open(settings.database, snapshot=settings.snapshot)
+    except DatabaseLocked as error:
+        _fail(str(error))
+    totals, skipped = BatchCounts(), 0
+    with store:
+        run_id = start_run(store, "load", parameters={"files": [str(f) for f in files], "all": all_records})
+        progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                            console=err_console, transient=True)
+        with progress:
+            for path in files:
+                task = progress.add_task(f"{path.name}: reading")
+
+                def show(counts, task=task, name=path.name) -> None:
+                    progress.update(task, description=f"{name}: {counts.read:,} records read, "
+                                                      f"{counts.stored.inserted:,} stored, {counts.skipped:,} not ours")
+
+                try:
+                    counts = load_pubmed_xml(store, path, run_id=run_id, known_only=not all_records,
+                                             batch_size=batch, workers=workers, on_batch=show)
+                except ParseError as error:
+                    finish_run(store, run_id, status="failed", counts=totals.as_dict(), error=f"{path}: {error}")
+                    store.publish_snapshot(settings.snapshot)
+                    _fail(f"{path}: {error} (the records before it are stored)")
+                totals.add(counts.stored)
+                skipped += counts.skipped
+        finish_run(store, run_id, status="completed", counts={**totals.as_dict(), "skipped": skipped})
+        store.publish_snapshot(settings.snapshot)
+    _print_counts("load", {"status": "completed", **totals.as_dict(), "not ours (skipped)": skipped})
 
 
 @app.command("fake-eutils")

@@ -1,19 +1,21 @@
 """Fetch → parse → store for one batch of PMIDs, and the window a run covers.
 
-These are the pieces the nightly and backfill flows orchestrate. A batch is
-all-or-nothing in the store; a record that cannot be parsed becomes a failure
-row and the rest of its batch is stored.
+These are the pieces the nightly and backfill flows orchestrate, and the
+loader of whole PubMed XML files (``atlas load``). A batch is all-or-nothing in
+the store; a record that cannot be parsed becomes a failure row and the rest of
+its batch is stored.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from atlas.errors import ParseError
 from atlas.pubmed.client import EutilsClient
-from atlas.pubmed.parse import iter_records
+from atlas.pubmed.parse import Record, Source, iter_records
 from atlas.store.db import Store
 from atlas.store.papers import BatchCounts, write_batch
 
@@ -63,4 +65,52 @@ def ingest_batch(client: EutilsClient, store: Store, pmids: Sequence[str], *, ru
     with lock:
         counts = write_batch(store, items, run_id=run_id, source="efetch")
     counts.missing = len(set(pmids) - {item.pmid for item in items})
+    return counts
+
+
+@dataclass(slots=True)
+class LoadCounts:
+    """What loading one file did: the store's counts, and the records left out as not ours."""
+
+    stored: BatchCounts
+    skipped: int = 0
+    read: int = 0
+
+
+def load_pubmed_xml(store: Store, source: Source, *, run_id: str, known_only: bool = True, batch_size: int = 5_000,
+                    workers: int = 1, on_batch: Callable[[LoadCounts], None] | None = None) -> LoadCounts:
+    """Store the records of one PubMed XML document (a baseline or daily update file, a saved efetch reply).
+
+    An update file carries all of PubMed, so with ``known_only`` only records
+    and ``DeleteCitation``s for PMIDs already in the store are written: the
+    evidence base keeps its own papers up to date and learns of their
+    deletions. Each batch is one transaction; if the document turns out damaged
+    part-way, the records before the damage are stored and ``ParseError`` is
+    raised (a ``Deletion`` or record is never half-written).
+    """
+    known = {row[0] for row in store.conn.execute("SELECT DISTINCT pmid FROM papers").fetchall()} \
+        if known_only else None
+    counts = LoadCounts(stored=BatchCounts())
+    batch: list[Record] = []
+
+    def flush() -> None:
+        if batch:
+            counts.stored.add(write_batch(store, batch, run_id=run_id, source="load"))
+            batch.clear()
+        if on_batch is not None:
+            on_batch(counts)
+
+    try:
+        for record in iter_records(source, workers=workers):
+            counts.read += 1
+            if known is not None and record.pmid not in known:
+                counts.skipped += 1
+                continue
+            batch.append(record)
+            if len(batch) >= batch_size:
+                flush()
+    except ParseError:
+        flush()  # what came before the damage is good
+        raise
+    flush()
     return counts

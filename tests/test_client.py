@@ -238,6 +238,18 @@ def test_identity_on_every_request_and_key_never_leaks(fake, caplog):
     assert SECRET not in caplog.text
 
 
+def test_an_api_key_raises_the_pace_to_ten_requests_a_second():
+    assert (Settings().rate_limit, Settings(ncbi_api_key=SECRET).rate_limit) == (3.0, 10.0)
+    assert Settings(ncbi_api_key=SECRET, requests_per_second=5).rate_limit == 5.0
+    with FakeEutils(CORPUS, rate_limit=3.0, api_key_rate_limit=10.0) as server:
+        settings = Settings(eutils_url=server.url, ncbi_email="maintainer@example.org", ncbi_api_key=SECRET)
+        with EutilsClient(settings) as client:
+            for _ in range(12):
+                client.efetch_pubmed(["9997"])
+        assert server.sent_429 == 0
+        assert 3 < server.max_requests_in_any_second() <= 10  # faster than the keyless pace, never over NCBI's
+
+
 def test_rate_limit_storm_recovers_without_losing_records(fake):
     fake.faults.rate_limit_storm(3)
     wanted = ["12091962", "9997", "23435529", "2930949"]

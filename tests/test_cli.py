@@ -155,3 +155,29 @@ def test_policy_validate_names_field_and_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["policy", "validate", str(bad)])
     assert result.exit_code != 0
     assert "version" in result.output and "line" in result.output
+
+
+def test_nightly_then_backfill_of_the_same_days_from_the_command_line(tmp_path: Path, monkeypatch) -> None:
+    from atlas.fakes.eutils import FakeEutils
+
+    data = tmp_path / "data"
+    with FakeEutils(REPO / "data" / "sample" / "pubmed", rate_limit=30.0) as fake:
+        for name, value in {"ATLAS_EUTILS_URL": fake.url, "ATLAS_NCBI_EMAIL": "tests@example.org",
+                            "ATLAS_REQUESTS_PER_SECOND": "30", "ATLAS_FETCH_FULLTEXT": "false"}.items():
+            monkeypatch.setenv(name, value)
+        night = CliRunner().invoke(app, ["nightly", "--as-of", "2025-08-31", "--data-dir", str(data)],
+                                   terminal_width=200)
+        assert night.exit_code == 0, night.output
+        again = CliRunner().invoke(app, ["backfill", "--from", "2025-08-01", "--to", "2025-08-31",
+                                         "--data-dir", str(data)], terminal_width=200)
+        assert again.exit_code == 0, again.output
+        backwards = CliRunner().invoke(app, ["backfill", "--from", "2025-08-31", "--to", "2025-08-01",
+                                             "--data-dir", str(data)])
+    assert backwards.exit_code == 1 and "--from 2025-08-31 is after --to 2025-08-01" in backwards.output
+    with duckdb.connect(str(data / "atlas.snapshot.duckdb"), read_only=True) as conn:
+        runs = conn.execute("SELECT flow, status, counts FROM run_summary ORDER BY started_at").fetchall()
+        watermark = conn.execute("SELECT value FROM current_watermarks").fetchone()[0]
+    assert [(flow, status) for flow, status, _ in runs] == [("nightly", "completed"), ("backfill", "completed")]
+    first, second = (json.loads(counts) for _, _, counts in runs)
+    assert first["inserted"] == second["found"] == second["unchanged"] > 20 and second["inserted"] == 0
+    assert str(watermark) == "2025-08-31"  # a backfill leaves the nightly watermark where it was

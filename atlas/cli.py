@@ -203,21 +203,24 @@ def sql(
     data_dir: DataDir = None,
     output: str = typer.Option("table", "--format", help="table | csv | jsonl"),
 ) -> None:
-    """Run a read-only SQL query on the published snapshot."""
+    """Run a read-only SQL query on the published snapshot (no files are read or written besides it)."""
     settings = _settings(data_dir=data_dir)
+    if output not in ("table", "csv", "jsonl"):
+        _fail(f"--format {output!r}: choose table, csv or jsonl")
     if not settings.snapshot.exists():
         _fail(f"no snapshot at {settings.snapshot}: it is published at the end of every run")
     import duckdb
 
-    conn = duckdb.connect(str(settings.snapshot), read_only=True)
-    try:
-        cursor = conn.execute(query)
-    except duckdb.Error as error:
-        _fail(f"query failed: {error}")
-    if cursor.description is None:
-        return
-    names = [d[0] for d in cursor.description]
-    rows = cursor.fetchall()
+    # Read-only covers the database; with external access off, COPY TO, read_csv and ATTACH cannot touch other files.
+    with duckdb.connect(str(settings.snapshot), read_only=True, config={"enable_external_access": False}) as conn:
+        try:
+            cursor = conn.execute(query)
+            if cursor.description is None:
+                return
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        except duckdb.Error as error:
+            _fail(f"query failed: {error}")
     if output == "jsonl":
         for row in rows:
             sys.stdout.write(json.dumps(dict(zip(names, row)), default=str, ensure_ascii=False) + "\n")

@@ -98,10 +98,18 @@ def test_status_show_and_sql(data_dir: Path) -> None:
     assert json.loads(rows.output.splitlines()[0])["pmid"] == pmid
 
 
-def test_sql_is_read_only(data_dir: Path) -> None:
+def test_sql_is_read_only(data_dir: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["sql", "DELETE FROM papers", "--data-dir", str(data_dir)])
     assert result.exit_code == 1
     assert "read-only" in result.output.lower()
+    target = tmp_path / "out.csv"
+    for query in (f"COPY (SELECT 1) TO '{target}'", "SELECT * FROM read_csv('/etc/hostname')",
+                  f"ATTACH '{tmp_path / 'other.duckdb'}'"):
+        refused = CliRunner().invoke(app, ["sql", query, "--data-dir", str(data_dir)], terminal_width=300)
+        assert refused.exit_code == 1 and "file system operations are disabled" in " ".join(refused.output.split())
+    assert not target.exists() and not (tmp_path / "other.duckdb").exists()
+    unknown = CliRunner().invoke(app, ["sql", "SELECT 1", "--format", "xml", "--data-dir", str(data_dir)])
+    assert unknown.exit_code == 1 and "choose table, csv or jsonl" in unknown.output
 
 
 def test_export_writes_each_view(data_dir: Path, tmp_path: Path) -> None:

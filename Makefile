@@ -22,7 +22,8 @@ demo: setup
 	PREFECT_HOME=$(CURDIR)/data/demo-prefect $(BIN)/atlas demo --data-dir data/demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	@$(BIN)/python -m pytest -q $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$status
 
 bench: setup
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -8,6 +8,7 @@ so ``atlas --help`` stays fast and nothing runs at import time.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from datetime import date, datetime
 from pathlib import Path
@@ -58,8 +59,24 @@ def _prefect_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+class _NoTracebackForAtlasErrors(logging.Filter):
+    """Prefect logs a failed flow run with its traceback; for the atlas's own errors the message says it all.
+
+    Set on the console handler only, so the run's logs in the Prefect API keep the traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], AtlasError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def _run_flow(call) -> dict[str, Any]:
     _prefect_environment()
+    for handler in logging.getLogger().handlers:  # Prefect's console handler, set up when flows were imported
+        if not any(isinstance(f, _NoTracebackForAtlasErrors) for f in handler.filters):
+            handler.addFilter(_NoTracebackForAtlasErrors())
     try:
         return call()
     except DatabaseLocked as error:

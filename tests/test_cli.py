@@ -189,3 +189,21 @@ def test_nightly_then_backfill_of_the_same_days_from_the_command_line(tmp_path: 
     first, second = (json.loads(counts) for _, _, counts in runs)
     assert first["inserted"] == second["found"] == second["unchanged"] > 20 and second["inserted"] == 0
     assert str(watermark) == "2025-08-31"  # a backfill leaves the nightly watermark where it was
+
+
+def test_a_flow_that_fails_on_bad_input_prints_the_error_without_a_traceback(tmp_path: Path) -> None:
+    """Prefect's console log drops the traceback of the atlas's own errors; the line names the problem."""
+    import os
+    import subprocess
+    import sys
+
+    policy = tmp_path / "bad.yaml"
+    policy.write_text('version: "0.1"\n  bad: [\n')
+    env = {**os.environ, "ATLAS_POLICY_PATH": str(policy), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    atlas = Path(sys.executable).parent / "atlas"  # the console script, as a user runs it
+    done = subprocess.run([str(atlas), "nightly", "--data-dir", str(tmp_path / "data")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "error: PolicyError" in output and "bad.yaml: line 2 not valid YAML" in output
+    assert "Traceback" not in output

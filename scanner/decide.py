@@ -4,7 +4,7 @@ No text is read here: every quote in a decision's evidence comes from the facts.
 
 Choices worth knowing:
 - ``criteria`` lists the definitions named for *inclusion* (negated mentions,
-  comparisons, subgroups and background do not count); ``["not_stated"]`` when none.
+  exclusion criteria, comparisons, subgroups and background do not count); ``["not_stated"]`` when none.
 - Designs with no participants of their own (the policy's
   ``not_applicable_designs``: reviews, meta-analyses, commentaries, case
   definitions) get ``not_applicable`` and ``["not_stated"]``. Protocols are
@@ -190,6 +190,8 @@ def decide(facts: Facts, policy: Policy) -> Decision:
             evidence.add(f"negated (not an inclusion criterion): {resolve(m.criterion)}", m.quote, m.source)
         elif m.role == "comparison" and not m.negated:
             evidence.add(f"compared, not used for inclusion: {resolve(m.criterion)}", m.quote, m.source)
+        elif m.role == "exclusion" and not m.negated:
+            evidence.add(f"exclusion criterion, not inclusion: {resolve(m.criterion)}", m.quote, m.source)
         elif m.modified and m.role == "inclusion" and requires.get(resolve(m.criterion)):
             evidence.add(f"definition applied in modified form: {resolve(m.criterion)}", m.quote, m.source)
     if pem != "required":

@@ -29,7 +29,7 @@ from scanner.facts import (
     PopulationCue,
 )
 
-SCANNER_VERSION = "1.0.0"
+SCANNER_VERSION = "1.1.0"
 MAX_QUOTE = 600
 
 # --- case definition names --------------------------------------------------------------------
@@ -49,9 +49,11 @@ DEFINITION_PATTERNS: list[tuple[str, str]] = [
     ("holmes_1988", rf"\b{_CDC}(?:'s)?[\s-]*\(?1988\)?{_CRITW}"),
     ("nice_2021", rf"2021\s+{_NICE}{_CRITW}"),
     ("nice_2021", rf"{_NICE}[\s,-]*\(?(?:2021|NG\s?206)\)?(?:\s+(?i:guidelines?|guidance))?{_CRITW}"),
+    ("nice_2021", rf"{_NICE}\s+(?i:guidelines?|guidance)[\s,-]*\(?(?:2021|NG\s?206)\)?{_CRITW}"),
     ("nice_2021", r"\bNG\s?206\b"),
     ("nice_2007", rf"2007\s+{_NICE}{_CRITW}"),
     ("nice_2007", rf"{_NICE}[\s,-]*\(?(?:2007|CG\s?53)\)?(?:\s+(?i:guidelines?|guidance))?{_CRITW}"),
+    ("nice_2007", rf"{_NICE}\s+(?i:guidelines?|guidance)[\s,-]*\(?(?:2007|CG\s?53)\)?{_CRITW}"),
     ("nice_2007", r"\bCG\s?53\b"),
     ("icc_2011", rf"\bCarruthers{_ETAL},?\s*\(?2011\)?"),
     ("ccc_2003", rf"\bCarruthers{_ETAL},?\s*\(?2003\)?"),
@@ -104,9 +106,25 @@ _I = re.IGNORECASE
 NEGATION_BEFORE = re.compile(
     r"\b(?:not|n't|never|failed\s+to|fail(?:s|ing)?\s+to|no\s+longer|neither|nor|without|non)\b(?:[\s-]+[\w/-]+){0,4}?[\s-]*(?:the\s+)?$"
     r"|n't(?:\s+\w+){0,3}\s*$", _I)
+NO_ONE_MET_BEFORE = re.compile(
+    r"\b(?:no|none)(?:\s+of)?(?:\s+(?:the|our|these|those))?(?:\s+\w+)?\s+(?:met|meet|meets|fulfill?ed|fulfil(?:led|s)?|"
+    r"satisfied|satisfies)\s+(?:the\s+|any\s+of\s+the\s+)?$", _I)
+NEGATION_AFTER = re.compile(
+    r"^[\s,)\]]*(?:\(\w+\)\s*)?(?:criteria\s+|case\s+definition\s+|definition\s+)?(?:was|were|is|are)\s+(?:not|never)\s+"
+    r"(?:used|applied|met|fulfill?ed|satisfied|required)\b", _I)
 EXCLUSION = re.compile(r"\bexclu(?:ded|sion|de)\b", _I)
+# a definition whose holders were excluded: "patients meeting the Oxford criteria were excluded"
+EXCLUDED_AFTER = re.compile(r"^([^;.]{0,80}?)\b(?:were|was|are|is|been|be)\s+excluded\b", _I)
+EXCLUDED_BEFORE = re.compile(
+    r"\b(?:exclusion\s+criteri\w*|excluded\s+(?:if|when|because)|excluding|to\s+exclude)\b[^;.]{0,60}$", _I)
+INCLUDED_WORD = re.compile(r"\b(?:included|recruited|enrolled|selected|eligible)\b", _I)
+SEPARATELY_AFTER = re.compile(
+    r"^[^;.]{0,60}?\b(?:(?:analy[sz]ed|examined|considered|reported|assessed|studied)\s+separately|separately\s+"
+    r"(?:analy[sz]ed|examined|considered|reported|assessed|studied))\b", _I)
+ALTERNATIVE_CONNECTOR = re.compile(r"\b(?:rather\s+than|instead\s+of)\b", _I)
 COMPARE_CONNECTOR = re.compile(
-    r"\b(?:versus|vs\.?|compared\s+(?:with|to)|against|relative\s+to|in\s+contrast\s+to|rather\s+than|than)\b", _I)
+    r"\b(?:versus|vs\.?|compared\s+(?:with|to)|against|relative\s+to|in\s+contrast\s+to|rather\s+than|instead\s+of|"
+    r"than)\b", _I)
 COMPARE_CUE = re.compile(
     r"\b(?:compar\w*|contrast\w*|agreement|concordance|overlap\w*|discrepanc\w*|sensitivity|"
     r"specificity|applying\s+(?:the\s+)?(?:different|several|multiple|various|\w+\s+different)|"
@@ -199,12 +217,17 @@ PEM_MEASURE = re.compile(
     r"frequency|duration|investigat\w*|track\w*|collected)\b", _I)
 PEM_REQUIRED = re.compile(
     r"\b(?:required|requiring|requirement|mandatory|compulsory|obligatory|had\s+to|must|needed\s+to|"
-    r"prerequisite|inclusion\s+criteri\w+|eligib\w+|to\s+be\s+included|to\s+qualify|included\s+if|"
-    r"only\s+(?:patients|participants|those|individuals|people)\s+(?:with|who|reporting))\b", _I)
+    r"prerequisite|inclusion\s+criteri\w+|eligib\w+|to\s+be\s+included|to\s+qualify|included\s+(?:only\s+)?if|"
+    r"only\s+if|only\s+(?:patients|participants|those|individuals|people)\s+(?:with|who|reporting))\b", _I)
+# Requirement words that only set a context ("eligible participants completed ..."), unlike "required" or "must"
+PEM_WEAK_REQUIRED = re.compile(r"^(?:inclusion\s+criteri\w+|eligib\w+|to\s+be\s+included)$", _I)
+# A clause boundary: a requirement in one clause says nothing about PEM in the next
+PEM_CLAUSE_SPLIT = re.compile(r";|,?\s+(?:but|whereas|while|although)\s+|:\s", _I)
 PEM_NOT_REQUIRED = re.compile(
     r"\b(?:not\s+(?:required|mandatory|compulsory|necessary|an?\s+inclusion\s+criteri\w+|a\s+requirement)|"
     r"without\s+(?:requiring|the\s+requirement)|regardless\s+of|irrespective\s+of|did\s+not\s+require|"
-    r"no\s+requirement|optional|whether\s+or\s+not|with\s+or\s+without)\b", _I)
+    r"no\s+requirement|optional|whether\s+or\s+not|with\s+or\s+without|did\s+not\s+(?:need|have)\s+to|"
+    r"need\s+not|not\s+needed|no\s+need|were\s+not\s+required|was\s+not\s+required)\b", _I)
 PEM_WITH_ENROL = re.compile(
     r"\b(?:recruit\w*|enrol\w*|select\w*|eligible|included)\b[^.;]{0,80}?\b(?:with|reporting|experiencing|who\s+"
     r"(?:had|reported|experienced|have|report|experience))\b[^.;]{0,30}?(?:post[\s-]?exertional\s+malaise|\bPEM\b)", _I)
@@ -593,7 +616,9 @@ class Extractor:
             if groups:
                 between = text[groups[-1].members[-1].end:m.start]
                 residue = _FILLER.sub(" ", between)
-                if _CONNECTOR_OK.match(residue) and len(between) < 80 and not COMPARE_CONNECTOR.search(between):
+                before_list = text[max(s_start, groups[-1].members[0].start - 30):groups[-1].members[0].start]
+                if _CONNECTOR_OK.match(residue) and len(between) < 80 and not COMPARE_CONNECTOR.search(between) \
+                        and not re.search(r"\b(?:unlike|in\s+contrast\s+to)\s+(?:the\s+)?$", before_list, _I):
                     groups[-1].members.append(m)
                     groups[-1].connectors.append(residue.strip().lower())
                     continue
@@ -637,8 +662,11 @@ class Extractor:
             for member_index, m in enumerate(group.members):
                 member_left = text[(group.members[member_index - 1].end if member_index else previous_end):m.start]
                 local = text[max(s_start, m.start - 60):m.start]
-                negated = bool(NEGATION_BEFORE.search(local)) and (member_index == 0 or bool(
-                    NEGATION_BEFORE.search(member_left)))
+                negated = (bool(NEGATION_BEFORE.search(local)) or bool(NO_ONE_MET_BEFORE.search(local))) and (
+                    member_index == 0 or bool(NEGATION_BEFORE.search(member_left))
+                    or bool(NO_ONE_MET_BEFORE.search(member_left)))
+                if not negated and member_index == len(group.members) - 1:
+                    negated = bool(NEGATION_AFTER.match(text[m.end:m.end + 60]))  # "the CCC was not used"
                 if negated and sentence_negation_flip:
                     negated = False  # "patients not meeting the CCC were excluded" is an inclusion rule
                 modified = bool(MODIFIED_BEFORE.search(text[max(s_start, m.start - 40):m.start])) or modified_sentence
@@ -660,11 +688,24 @@ class Extractor:
 
     def _role(self, sentence: str, clause_left: str, left: str, right: str, first: _Match, groups: list[_Group],
               g_index: int, text: str, s_start: int, sentence_compares: bool, anchored: bool) -> str:
+        # exclusion: "patients meeting the Oxford criteria were excluded", "exclusion criteria: ... the CCC"
+        # (a negated mention in such a sentence is an inclusion rule, handled with the negation)
+        excluded = EXCLUDED_AFTER.match(right)
+        if (excluded and not INCLUDED_WORD.search(excluded.group(1)) and not NEGATION_BEFORE.search(clause_left[-60:])) \
+                or (EXCLUDED_BEFORE.search(clause_left[-100:]) and not NEGATION_BEFORE.search(clause_left[-60:])):
+            return "exclusion"
+        # "the Fukuda criteria rather than the CCC": the first applied, the second only named
+        if g_index > 0 and ALTERNATIVE_CONNECTOR.search(left) and not PARTICIPANT_PHRASE.search(left):
+            return "background"
+        alternative_next = g_index + 1 < len(groups) and bool(ALTERNATIVE_CONNECTOR.search(right))
         # comparison of definitions: "CCC versus Fukuda", "we compared the Fukuda and CCC criteria"
         if g_index > 0 and COMPARE_CONNECTOR.search(left) and not PARTICIPANT_PHRASE.search(left):
             return "comparison"
-        if g_index + 1 < len(groups) and COMPARE_CONNECTOR.search(right) and not PARTICIPANT_PHRASE.search(right):
+        if g_index + 1 < len(groups) and not alternative_next and COMPARE_CONNECTOR.search(right) \
+                and not PARTICIPANT_PHRASE.search(right):
             return "comparison"
+        if SEPARATELY_AFTER.match(right):
+            return "subgroup"  # "those meeting the ICC were analysed separately"
         if sentence_compares:
             group_at = first.start - s_start
             for cue in COMPARE_CUE.finditer(sentence, 0, group_at):
@@ -813,8 +854,30 @@ def _mode(group: _Group, clause_left: str, right: str) -> str:
 
 
 def _pem_kind(sentence: str) -> str | None:
+    """The strongest thing a sentence says about PEM, reading each clause that names it on its own."""
+    kinds = [_pem_clause_kind(clause) for clause in PEM_CLAUSE_SPLIT.split(sentence) if clause.strip()]
+    for kind in ("not_required", "required", "measured"):
+        if kind in kinds:
+            return kind
+    return None
+
+
+def _pem_measured_near(clause: str) -> bool:
+    """A measuring word right beside a PEM term: "assesses PEM", "PEM was assessed", "severity of PEM"."""
+    for term in PEM_TERM.finditer(clause):
+        if PEM_MEASURE.search(clause, max(0, term.start() - 40), term.start()) or PEM_MEASURE.search(
+                clause, term.end(), term.end() + 30):
+            return True
+    return False
+
+
+def _pem_clause_kind(sentence: str) -> str | None:
     has_term = PEM_TERM.search(sentence) is not None
-    if has_term and PEM_REQUIRED.search(sentence):
+    cues = [m.group(0) for m in PEM_REQUIRED.finditer(sentence)] if has_term else []
+    if cues and all(PEM_WEAK_REQUIRED.match(c) for c in cues) and _pem_measured_near(sentence) \
+            and not PEM_NOT_REQUIRED.search(sentence):
+        return "measured"  # "eligible participants completed the DSQ, which assesses PEM"
+    if has_term and cues:
         if PEM_NOT_REQUIRED.search(sentence):
             return "not_required"
         definitional = DEFINITIONAL_PRESENT.search(sentence)

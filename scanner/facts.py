@@ -18,7 +18,7 @@ from typing import Any
 
 TEXT_SOURCES: tuple[str, ...] = ("title", "abstract", "methods")
 LIST_SOURCES: tuple[str, ...] = ("publication_types", "mesh_terms")
-ROLES: tuple[str, ...] = ("inclusion", "comparison", "subgroup", "background")
+ROLES: tuple[str, ...] = ("inclusion", "exclusion", "comparison", "subgroup", "background")
 MODES: tuple[str, ...] = ("single", "any_of", "all_of")
 PEM_KINDS: tuple[str, ...] = ("required", "not_required", "measured")
 POPULATIONS: tuple[str, ...] = ("adult", "paediatric", "long_covid")

@@ -2,7 +2,7 @@
 
 Input, one JSON object a line: ``{"id": str, "pmid": str|null, "title": str,
 "abstract": str|null, "methods": str|null}``. Optional extensions, used when
-present: ``year`` (int|null; resolves bare "CDC"/"NICE" names, see the policy's
+present: ``year`` (int, digits or null; resolves bare "CDC"/"NICE" names, see the policy's
 ``ambiguous`` section, which otherwise falls back to its default),
 ``publication_types`` and ``mesh_terms`` (lists of strings). Other keys are ignored.
 
@@ -10,7 +10,8 @@ Output, one line per input line in the same order: ``{"id", "criteria",
 "pem", "design", "evidence": [{"label", "quote", "source"}]}`` where every
 quote is a verbatim substring of the named source (title, abstract or methods).
 
-A bad line stops the run with an ``InputError`` naming its line number, and no
+The file is UTF-8 (a byte-order mark is allowed). A bad line (not UTF-8, not
+JSON, a missing or mistyped field) stops the run with an ``InputError`` naming its line number, and no
 output file is written: results go to a temporary file in the output's folder,
 renamed into place only when every line succeeded.
 """
@@ -53,8 +54,10 @@ def parse_line(line: str, number: int) -> dict[str, Any]:
         if record.get(key) is not None and not isinstance(record[key], str):
             raise InputError(f"line {number}: field {key!r} must be a string or null")
     year = record.get("year")
+    if isinstance(year, str) and year.strip().isdigit():
+        record["year"] = year = int(year)  # "2020" from a CSV-born file means the year 2020
     if year is not None and (not isinstance(year, int) or isinstance(year, bool)):
-        raise InputError(f"line {number}: field 'year' must be an integer or null")
+        raise InputError(f"line {number}: field 'year' must be an integer (or digits) or null")
     for key in ("publication_types", "mesh_terms"):
         value = record.get(key)
         if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
@@ -79,8 +82,13 @@ def classify_record(record: dict[str, Any], policy: Policy, extractor: Extractor
 
 
 def iter_input(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                raise InputError(f"line {number}: not UTF-8 (byte {raw[error.start]:#04x} at column {error.start + 1})"
+                                 ) from None
             if not line.strip():
                 raise InputError(f"line {number}: empty line (every line must be one JSON object)")
             yield number, parse_line(line, number)

@@ -83,6 +83,17 @@ def test_a_bad_line_names_its_number_and_writes_no_output(tmp_path, bad, problem
     assert list(tmp_path.iterdir()) == [source]  # no temporary file left behind either
 
 
+def test_a_line_that_is_not_utf8_is_named_and_a_bom_is_accepted(tmp_path):
+    good = json.dumps(RECORDS[0]).encode()
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\xef\xbb\xbf" + good + b"\n" + good.replace(b'"title": "', b'"title": "\xe9', 1) + b"\n")
+    result = run(["--input", str(source), "--output", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 1 and "line 2: not UTF-8 (byte 0xe9" in result.output
+    assert not (tmp_path / "out.jsonl").exists()
+    source.write_bytes(b"\xef\xbb\xbf" + good + b"\n")  # a byte-order mark before the first line is not data
+    assert run(["--input", str(source), "--output", str(tmp_path / "out.jsonl")]).exit_code == 0
+
+
 def test_an_existing_output_is_kept_when_the_input_is_bad(tmp_path):
     target = tmp_path / "out.jsonl"
     target.write_text("previous results\n")
@@ -111,7 +122,9 @@ def test_missing_input_and_missing_policy_are_clear_errors(tmp_path):
 def test_optional_year_resolves_bare_names(tmp_path):
     record = {"id": "n", "pmid": None, "title": "T", "abstract": "Patients met the NICE criteria and were recruited.",
               "methods": None}
-    source = write_lines(tmp_path / "in.jsonl", [json.dumps(record), json.dumps({**record, "id": "y", "year": 2024})])
+    source = write_lines(tmp_path / "in.jsonl", [json.dumps(record), json.dumps({**record, "id": "y", "year": 2024}),
+                                                 json.dumps({**record, "id": "s", "year": "2024"})])
     assert run(["--input", str(source), "--output", str(tmp_path / "o.jsonl")]).exit_code == 0
     out = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
-    assert [(o["criteria"], o["pem"]) for o in out] == [(["nice_2007"], "not_required"), (["nice_2021"], "required")]
+    assert [(o["criteria"], o["pem"]) for o in out] == [(["nice_2007"], "not_required"), (["nice_2021"], "required"),
+                                                        (["nice_2021"], "required")]  # a year given as digits

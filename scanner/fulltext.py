@@ -2,7 +2,10 @@
 
 The methods usually say which definition governed inclusion when the abstract
 does not. Fetching goes through the one E-utilities client (and its shared rate
-limiter). A paper whose full text cannot be had is a ``paper_failures`` row
+limiter). Whether an article is open access shows only in the document PMC
+returns, so it is fetched and its permissions read: one whose licence says it
+is not open access keeps no methods text (its fetch is recorded, with no
+methods). A paper whose full text cannot be had is a ``paper_failures`` row
 with stage ``fulltext``; its scan goes on with title and abstract.
 """
 
@@ -22,18 +25,23 @@ def fetch_fulltexts(store: Store, client: Any, papers: Sequence[dict[str, Any]],
 
     ``client`` is an ``atlas.pubmed.client.EutilsClient`` (anything with ``efetch_pmc(pmcid) -> bytes``).
     """
-    from atlas.pubmed.jats import extract_methods
+    from atlas.pubmed.jats import extract_methods, is_open_access
 
     wanted = [p for p in papers if p.get("pmcid")]
     have = fulltext_pmids(store, [p["pmid"] for p in wanted])
     rows: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
+    closed = 0
     for paper in wanted:
         if paper["pmid"] in have:
             continue
         try:
             xml = client.efetch_pmc(paper["pmcid"])
-            methods = extract_methods(xml)
+            if is_open_access(xml) is False:  # the licence says it is not open access: its text is not used
+                closed += 1
+                methods = None
+            else:
+                methods = extract_methods(xml)
         except Exception as error:  # one paper's full text never stops the scan
             failures.append({"pmid": paper["pmid"], "stage": "fulltext",
                              "error": f"{type(error).__name__}: {error}"[:2000], "raw": paper["pmcid"]})
@@ -43,4 +51,4 @@ def fetch_fulltexts(store: Store, client: Any, papers: Sequence[dict[str, Any]],
     insert_fulltexts(store, rows, run_id=run_id)
     record_failures(store, failures, run_id=run_id)
     return {"fulltext_fetched": len(rows), "fulltext_with_methods": sum(1 for r in rows if r["methods"]),
-            "fulltext_failed": len(failures)}
+            "fulltext_failed": len(failures), "fulltext_not_open_access": closed}

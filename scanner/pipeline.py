@@ -92,7 +92,8 @@ def scan_pending(store: Store, settings: Settings, policy: Policy, *, run_id: st
     Failures of one paper become ``paper_failures`` rows (stage ``fulltext`` or ``scan``).
     """
     counts = {"pending": 0, "extracted": 0, "failed": 0, "fulltext_fetched": 0, "fulltext_with_methods": 0,
-              "fulltext_failed": 0, "llm_rejected_facts": 0, "decided": 0}
+              "fulltext_failed": 0, "fulltext_not_open_access": 0, "llm_rejected_facts": 0,
+              "decided": 0}
     extractor = Extractor()
     reader: Any = extractor
     calls: list[dict[str, Any]] = []  # LLM call records of a client built here, written per batch

@@ -63,6 +63,20 @@ def current(store: Store) -> dict[str, tuple]:
     return {r[0]: tuple(r[1:]) for r in rows}
 
 
+def test_a_full_text_whose_licence_is_not_open_access_gives_no_methods(tmp_path, policy):
+    closed = JATS.replace(b"</article-meta>", b"<permissions><copyright-statement>(c) Publisher 2024"
+                                              b"</copyright-statement></permissions></article-meta>")
+    settings = Settings(requests_per_second=FAST, max_retries=0)
+    with Store.open(tmp_path / "closed.duckdb") as opened, FakeEutils(rate_limit=FAST) as fake:
+        write_batch(opened, [PAPERS[2]], run_id="ingest")
+        fake.add_pmc("PMC111", closed)
+        with EutilsClient(settings.model_copy(update={"eutils_url": fake.url}), retry_wait_base=0.001) as client:
+            counts = scan_pending(opened, settings, policy, run_id="r1", client=client)
+        assert (counts["fulltext_fetched"], counts["fulltext_not_open_access"]) == (1, 1)
+        assert opened.conn.execute("SELECT methods FROM fulltexts WHERE pmid = '300'").fetchone() == (None,)
+        assert current(opened)["300"][:2] == (["not_stated"], "unclear")  # read from the abstract alone
+
+
 def test_migration_creates_tables_and_views(store):
     names = {r[0] for r in store.conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert {"extractions", "classifications", "fulltexts", "current_extractions", "current_classifications",

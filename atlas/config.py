@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     llm_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
     llm_extractor: bool = False
     llm_max_cost_per_run: float | None = Field(default=None, ge=0)  # USD; the nightly run stops generating there
+    # tokens a reply may use at most (max_completion_tokens): bounds each call's cost, which a cap reserves in full
+    llm_max_output_tokens: int = Field(default=1500, ge=64, le=100_000)
 
     @field_validator("eutils_url")
     @classmethod

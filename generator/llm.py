@@ -197,6 +197,7 @@ class LLMClient:
         self.timeout = settings.llm_timeout
         self.temperature = temperature
         self.expected_output_tokens = expected_output_tokens
+        self.max_output_tokens = settings.llm_max_output_tokens
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.max_retry_after = max_retry_after
@@ -323,7 +324,7 @@ class LLMClient:
             "response_raw": None,
             "error": None,
         }
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"max_completion_tokens": self.max_output_tokens}  # no reply costs more than this
         if self.temperature is not None:
             extra["temperature"] = self.temperature
         with self._slots:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from atlas.config import Settings, settings_for_database
-from atlas.errors import BadRequest, ServiceError
+from atlas.errors import BadRequest, ConfigError, ServiceError
 from atlas.store import Store
 from atlas.store import summaries as summary_store
 from atlas.store.runs import finish_run, start_run
@@ -247,14 +247,18 @@ def make_backend(settings: Settings, *, call_log: Callable[[dict[str, Any]], Non
     return LLMBackend(client, policy=policy)
 
 
-def estimate_call(backend: LLMBackend, paper: PaperInput, prices: dict[str, dict[str, float]]) -> tuple[int, int, float]:
-    """(input tokens, output tokens, USD) a call is expected to cost, from text length and the price table."""
+def estimate_call(backend: LLMBackend, paper: PaperInput, prices: dict[str, dict[str, float]],
+                  output_tokens: int = EXPECTED_OUTPUT_TOKENS) -> tuple[int, int, float]:
+    """(input tokens, output tokens, USD) a call costs, from text length and the price table.
+
+    With the default ``output_tokens`` it is the expected cost (what a dry run reports); with the
+    reply limit it is the most the call can cost (what a cost cap reserves).
+    """
     from generator.llm import cost_usd, estimate_tokens
 
     text = json.dumps(backend.messages(paper), ensure_ascii=False) + json.dumps(summary_json_schema())
     tokens_in = estimate_tokens(text)
-    tokens_out = EXPECTED_OUTPUT_TOKENS
-    return tokens_in, tokens_out, cost_usd(prices, backend.model, tokens_in, tokens_out) or 0.0
+    return tokens_in, output_tokens, cost_usd(prices, backend.model, tokens_in, output_tokens) or 0.0
 
 
 @dataclass(slots=True)
@@ -298,8 +302,12 @@ def generate_pending(store: Store, settings: Settings, *, run_id: str | None, ma
             jobs.append(_Job(paper, chosen, key_hash))
         llm_jobs = [j for j in jobs if isinstance(j.backend, LLMBackend)]
         priced = not llm_jobs or _priced(settings, backend.model)
-        for job in llm_jobs:
-            job.estimate_usd = estimate_call(job.backend, job.paper, settings.llm_prices)[2]
+        if max_cost is not None and not priced and not dry_run:
+            raise ConfigError(f"a cost cap of ${max_cost} needs the price of model {backend.model!r}: add it to "
+                              "llm_prices (USD per million input and output tokens), or run without a cap")
+        for job in llm_jobs:  # the most each call can cost: the cap is never passed
+            job.estimate_usd = estimate_call(job.backend, job.paper, settings.llm_prices,
+                                             output_tokens=settings.llm_max_output_tokens)[2]
         counts: dict[str, Any] = {
             "selected": len(rows), "skipped_existing": skipped, "pending": len(jobs),
             "backend": backend.name, "model": backend.model, "generator_version": GENERATOR_VERSION,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from atlas.config import Settings
+from atlas.errors import ConfigError
 from atlas.fakes.openai_server import FakeOpenAIServer
 from atlas.models import Paper, content_hash
 from atlas.store import Store
@@ -123,6 +124,23 @@ def test_the_budget_cap_stops_cleanly_and_the_next_run_carries_on(store, fake):
     rest = generate_pending(store, settings, run_id="rest", llm_options=FAST)
     assert rest["generated"] == 11 - llm_done and rest["left_for_budget"] == 0
     assert rows(store, "SELECT count(*), count(DISTINCT pmid) FROM summaries") == [(12, 12)]
+
+
+def test_a_cost_cap_without_a_price_is_refused_before_any_call(store, fake):
+    settings = llm_settings(store, fake, llm_prices={})
+    with pytest.raises(ConfigError, match="needs the price of model 'fake-model'"):
+        generate_pending(store, settings, run_id="cap", max_cost=0.01, llm_options=FAST)
+    assert fake.requests == 0
+    assert generate_pending(store, settings, run_id=None, max_cost=0.01, dry_run=True)["price_known"] is False
+
+
+def test_every_request_bounds_its_reply_and_a_reply_cut_at_the_bound_is_invalid(store, fake):
+    settings = llm_settings(store, fake, llm_max_output_tokens=64)
+    counts = generate_pending(store, settings, run_id="short", llm_options=FAST)
+    assert {body["max_completion_tokens"] for body in fake.bodies()} == {64}
+    assert counts["invalid"] == 11 and counts["ok"] == 0  # cut off at 64 tokens: not JSON, never published
+    worst = rows(store, "SELECT max(output_tokens) FROM llm_calls WHERE status = 'ok' OR output_tokens > 0")[0][0]
+    assert worst <= 64
 
 
 def test_failed_calls_become_rows_and_the_next_run_retries_them(store, fake):

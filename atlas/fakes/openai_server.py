@@ -390,6 +390,10 @@ def _handler_for(fake: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 finish = "length"
             elif outcome == "wrong_schema":
                 content = json.dumps({"summary": "A summary in the wrong shape."})
+            limit = body.get("max_completion_tokens") or body.get("max_tokens")
+            if isinstance(limit, int) and limit > 0 and math.ceil(len(content) / 4) > limit:
+                content = content[: limit * 4]  # as the API does: the reply stops at the limit
+                finish = "length"
             prompt_chars = sum(len(json.dumps(m.get("content", ""))) for m in messages)
             prompt_tokens = math.ceil(prompt_chars / 4)
             completion_tokens = math.ceil(len(content) / 4)

@@ -201,10 +201,19 @@ def is_uncontrolled(text: str | None, design: str | None) -> bool:
 
 # --- instruction-like text -----------------------------------------------------
 
+_OBEY_NOT = r"(?:ignore|disregard|forget|override|bypass|skip)"
+_THEIR_RULES = (r"(?:all |any |of )?(?:the |your |my |these |those |its )?(?:previous |prior |above |earlier |preceding |"
+                r"original |system |other )?(?:instructions?|prompts?|rules|directions|guidelines|directives)")
 INSTRUCTION_PATTERNS: tuple[str, ...] = (
-    r"\bignore (?:all |any )?(?:the )?(?:previous|prior|above|earlier|preceding) (?:instructions|prompts?|rules|directions)\b",
-    r"\bdisregard (?:all |any )?(?:the )?(?:previous|prior|above|earlier|your) (?:instructions|prompts?|rules)\b",
-    r"\bforget (?:all |any )?(?:the |your )?(?:previous|prior|above|earlier) (?:instructions|prompts?|rules)\b",
+    rf"\b{_OBEY_NOT} {_THEIR_RULES}\b",  # "ignore your instructions", "disregard the instructions above"
+    rf"\b{_OBEY_NOT} (?:everything|anything|all|what(?:ever)? (?:was|is) (?:said|written)) (?:above|before|previously|"
+    r"so far|you (?:were|have been) told)\b",
+    r"\b(?:note|message|instructions?|attention) (?:to|for) (?:any |the |all )?(?:ai|a\.i\.|llm|language model|chatbot|"
+    r"assistant|summari[sz](?:er|ing)|(?:automated |automatic )?(?:summari[sz]ation |summari[sz]ing )?(?:system|tool|"
+    r"model|program)s?)\b",
+    r"\b(?:if you are|as) an? (?:ai|llm|language model|assistant|summari[sz]er|summari[sz]ing (?:system|tool|model))\b",
+    r"\b(?:describe|present|report|summari[sz]e|portray) (?:these|the|this|our) (?:results?|findings?|stud(?:y|ies)|"
+    r"trial|paper) as (?:definitive|conclusive|proven|proof|a cure|curative|safe and effective)\b",
     r"\b(?:new|updated|override) instructions?\s*:",
     r"\bsystem prompt\b",
     r"\byou are now\b",

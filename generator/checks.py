@@ -17,7 +17,8 @@ What is checked, and why:
   designs that can test effects (randomised trials, meta-analyses). Negated or
   hedged uses ("cannot show that X causes Y") and questions are fine; the
   ``does_not_prove`` and ``open_questions`` fields exist to talk about causation
-  and are not scanned.
+  and are scanned for curative words only ("It does not prove that X cures"
+  passes, "It proves that X cures" does not).
 * ``hedging``: a small (n < 30) or uncontrolled study must be described with
   hedged wording in the lead prose (plain_summary or why_it_matters).
 * ``reading_grade``: the Flesch-Kincaid grade of the lead prose (plain_summary,
@@ -42,13 +43,14 @@ from typing import Any
 
 from generator import textfacts
 
-CHECKS_VERSION = "1"
+CHECKS_VERSION = "2"
 
 PROSE_FIELDS = ("plain_summary", "why_it_matters", "does_not_prove")
 LEAD_FIELDS = ("plain_summary", "why_it_matters")
 TEXT_FIELDS = ("plain_summary", "why_it_matters", "does_not_prove")
 LIST_FIELDS = ("key_findings", "limitations", "open_questions")
 CAUSAL_SCANNED_FIELDS = ("plain_summary", "why_it_matters", "key_findings", "limitations")
+CURATIVE_ONLY_FIELDS = ("does_not_prove", "open_questions")  # they discuss causation, but never claim a cure
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,14 +190,14 @@ def _excused(sentence: str, match: re.Match[str], *, curative: bool) -> bool:
     return False
 
 
-def causal_claims(text: str, design: str, policy: CheckPolicy) -> list[str]:
-    """Curative claims (never allowed) and causal claims the design cannot support."""
+def causal_claims(text: str, design: str, policy: CheckPolicy, *, causal: bool = True) -> list[str]:
+    """Curative claims (never allowed) and, unless ``causal`` is false, causal claims the design cannot support."""
     found: list[str] = []
     for sentence in textfacts.split_sentences(text):
         for match in _CURATIVE.finditer(sentence):
             if not _excused(sentence, match, curative=True):
                 found.append(match.group(0))
-        if design not in policy.effect_designs:
+        if causal and design not in policy.effect_designs:
             for match in _CAUSAL.finditer(sentence):
                 if not _excused(sentence, match, curative=False):
                     found.append(match.group(0))
@@ -261,6 +263,7 @@ def check_numbers(fields: Mapping[str, Any], source: SourceFacts) -> CheckResult
 
 def check_causal(fields: Mapping[str, Any], source: SourceFacts, policy: CheckPolicy) -> CheckResult:
     claims = causal_claims(_field_text(fields, CAUSAL_SCANNED_FIELDS), source.design, policy)
+    claims += causal_claims(_field_text(fields, CURATIVE_ONLY_FIELDS), source.design, policy, causal=False)
     if claims:
         unique = list(dict.fromkeys(c.lower() for c in claims))
         return CheckResult(

@@ -260,3 +260,14 @@ def test_instructions_to_a_model_are_recognised_however_they_are_worded(text, in
     from generator.textfacts import instruction_phrases
 
     assert bool(instruction_phrases(text)) is instruction, instruction_phrases(text)
+
+
+def test_does_not_prove_and_open_questions_may_discuss_causes_but_never_claim_a_cure():
+    source = facts("We studied 100 patients with ME/CFS given rintatolimod.", "cohort")
+    for field, text in (("does_not_prove", "It proves that rintatolimod cures ME/CFS."),
+                        ("open_questions", ["Rintatolimod cures ME/CFS."])):
+        result = by_name(checks.run_checks(good_fields(**{field: text}), source))["causal_language"]
+        assert not result.passed and "cure" in result.detail, (field, result.detail)
+    careful = good_fields(does_not_prove="It does not prove that rintatolimod causes or cures anything.",
+                          open_questions=["Does rintatolimod cause the change?", "Could it cure ME/CFS?"])
+    assert by_name(checks.run_checks(careful, source))["causal_language"].passed

@@ -50,7 +50,7 @@ def test_flow_generates_records_the_run_and_publishes_a_report(tmp_path):
         assert again["status"] == "completed" and again["ok"] == 1 and again["generated"] == 1
     runs = query(db, "SELECT flow, status, versions FROM run_summary ORDER BY started_at")
     assert [(flow, status) for flow, status, _ in runs] == [("regenerate", "partial"), ("regenerate", "completed")]
-    assert json.loads(runs[0][2]) == {"generator": "1", "checks": "1"}
+    assert json.loads(runs[0][2]) == {"generator": "1", "checks": "2"}
     with get_client(sync_client=True) as client:
         artifact = client.read_latest_artifacts()
     reports = [a for a in artifact if a.key == "regenerate-summary"]

@@ -129,7 +129,7 @@ def _terminate(text: str) -> str:
 
 def _vancouver_author(author: Mapping[str, str]) -> str:
     if author["collective"]:
-        return author["collective"]
+        return author["collective"].rstrip(". ")  # the list's own punctuation follows: "Group., Smith A" reads wrong
     return " ".join(p for p in (author["last"], _initials(author)) if p)
 
 

@@ -126,6 +126,12 @@ def test_citation_collective_only():
     assert format_citation(row) == "NICE Guideline Committee. Guideline. PMID: 5."
 
 
+def test_a_collective_name_ending_in_a_full_stop_is_not_punctuated_twice():
+    row = {"pmid": "6", "title": "Guideline", "authors": [{"collective": "The NICE Guideline Committee."},
+                                                           {"last": "Smith", "fore": "Anna"}]}
+    assert format_citation(row) == "The NICE Guideline Committee, Smith A. Guideline. PMID: 6."
+
+
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [

@@ -155,6 +155,11 @@ def test_versions_line_unit():
     assert versions_line(row, date(2025, 3, 9)) == "Generator v2 / Scanner v1.5 / policy n/a. Accessed 2025-03-09"
 
 
+def test_no_definition_named_is_shown_in_words_not_as_the_catalogue_id():
+    row = evidence_row_from_dict({"pmid": "1", "title": "T", "criteria": ["not_stated"], "criteria_names": ["not_stated"]})
+    assert row.criteria_pairs == [("not_stated", "none named for inclusion")]
+
+
 def test_empty_title_markup_falls_back_to_the_plain_title():
     row = evidence_row_from_dict({"pmid": "1", "title": "Plain <title>", "title_markup": "<i> </i>"})
     assert str(row.title_html) == "Plain &lt;title&gt;"

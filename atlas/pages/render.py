@@ -73,6 +73,9 @@ _WS_RE = re.compile(r"\s+")
 # ---------------------------------------------------------------- input rows
 
 
+NOT_STATED_LABEL = "none named for inclusion"  # the catalogue's not_stated, as readers see it
+
+
 class EvidenceAuthor(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -207,7 +210,8 @@ class EvidenceRow(BaseModel):
     def criteria_pairs(self) -> list[tuple[str, str]]:
         """(catalogue id, display name); the id stands in when the name list is short."""
         names = list(self.criteria_names)
-        return [(cid, names[i] if i < len(names) and names[i] else cid) for i, cid in enumerate(self.criteria)]
+        return [(cid, NOT_STATED_LABEL if cid == "not_stated" else names[i] if i < len(names) and names[i] else cid)
+                for i, cid in enumerate(self.criteria)]
 
     @property
     def doi_bare(self) -> str:

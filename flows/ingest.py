@@ -7,6 +7,7 @@ inside a Prefect task. Tasks are per batch, never per paper.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -43,10 +44,25 @@ def scan_task(store: Store, settings: Settings, policy: Policy, run_id: str, cli
     return scan_pending(store, settings, policy, run_id=run_id, client=client)
 
 
+def logged_progress(what: str, every: float = 0.1) -> Callable[[int, int], None]:
+    """A progress callback for long steps: one log line each tenth of the way (Prefect shows them live)."""
+    logger = get_run_logger()
+    shown = [-1.0]
+
+    def report(done: int, total: int) -> None:
+        fraction = done / total if total else 1.0
+        if fraction >= 1.0 or fraction - shown[0] >= every:
+            shown[0] = fraction
+            logger.info("%s: %s of %s (%.0f%%)", what, f"{done:,}", f"{total:,}", 100 * fraction)
+
+    return report
+
+
 @task(name="generate", cache_policy=NO_CACHE)
 def generate_task(store: Store, settings: Settings, run_id: str) -> dict[str, Any]:
     """Summarise papers that lack a summary for their inputs, generator version and model."""
-    return generate_pending(store, settings, run_id=run_id, max_cost=settings.llm_max_cost_per_run)
+    return generate_pending(store, settings, run_id=run_id, max_cost=settings.llm_max_cost_per_run,
+                            progress=logged_progress("summaries"))
 
 
 def ingest_window(settings: Settings, store: Store, client: EutilsClient, window: Window, *, run_id: str,

@@ -16,13 +16,14 @@ from prefect.cache_policies import NO_CACHE
 
 from atlas.config import settings_for_database
 from atlas.store import Store
+from flows.ingest import logged_progress
 from flows.publish import publish_task
 from generator.pipeline import report_markdown, run_regeneration
 
 
 @task(name="generate-summaries", cache_policy=NO_CACHE)
 def generate_task(parameters: dict[str, Any]) -> dict[str, Any]:
-    return run_regeneration(**parameters)
+    return run_regeneration(**parameters, progress=logged_progress("summaries"))
 
 
 @flow(name="regenerate")

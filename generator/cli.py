@@ -93,10 +93,18 @@ def register(app: typer.Typer, *, labeler: Callable[[dict[str, Any]], dict[str, 
         output: Path = typer.Option(..., "--output", help="JSONL with one summary per input line."),
     ) -> None:
         """Summarise papers from a JSONL file without touching the database."""
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
         from generator.contract import run_contract
 
+        bar = Progress("summarising", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=Console(stderr=True), transient=True)
+        task = bar.add_task("summarising", total=None)
         try:
-            counts = run_contract(input, output, load_settings(), labeler=labeler)
+            with bar:
+                counts = run_contract(input, output, load_settings(), labeler=labeler,
+                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
         except (ConfigError, InputError) as error:
             _fail(str(error))
             return

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -97,8 +98,12 @@ def output_line(item_id: str, outcome: SummaryOutcome) -> dict[str, Any]:
 
 
 def run_contract(input_path: Path, output_path: Path, settings: Settings, *, labeler: Labeler | None = None,
-                 llm_options: dict[str, Any] | None = None) -> dict[str, int]:
-    """Summarise every input line and write the output file atomically; returns status counts."""
+                 llm_options: dict[str, Any] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    """Summarise every input line and write the output file atomically; returns status counts.
+
+    ``progress(done, total)`` is called as papers finish.
+    """
     items = read_input(input_path)
     papers = []
     for item in items:
@@ -108,9 +113,17 @@ def run_contract(input_path: Path, output_path: Path, settings: Settings, *, lab
     backend = make_backend(settings, llm_options=llm_options)
     offline = backend if isinstance(backend, ExtractiveBackend) else ExtractiveBackend()
 
+    finished = [0]
+    lock = threading.Lock()
+
     def one(paper: PaperInput) -> SummaryOutcome:
         chosen = backend if paper.has_body else offline
-        return chosen.generate(paper, chosen.input_hash(paper))
+        outcome = chosen.generate(paper, chosen.input_hash(paper))
+        if progress is not None:
+            with lock:
+                finished[0] += 1
+                progress(finished[0], len(papers))
+        return outcome
 
     try:
         if isinstance(backend, LLMBackend):

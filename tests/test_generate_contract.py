@@ -175,3 +175,13 @@ def test_endpoint_failures_are_explicit_failed_lines(tmp_path, monkeypatch):
     assert [line["status"] for line in output] == ["failed", "failed"]
     assert output[0]["fields"] == {} and output[0]["checks"][0]["name"] == "call"
     assert "500" in output[0]["checks"][0]["detail"]
+
+
+def test_run_contract_reports_progress_as_papers_finish(tmp_path):
+    from atlas.config import Settings
+    from generator.contract import run_contract
+
+    source = write_jsonl(tmp_path / "in.jsonl", contract_lines()[:3])
+    seen: list[tuple[int, int]] = []
+    run_contract(source, tmp_path / "out.jsonl", Settings(), progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]

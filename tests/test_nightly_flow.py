@@ -99,9 +99,12 @@ def test_first_run_stores_scans_summarises_publishes_and_an_unchanged_rerun_writ
 
 
 def test_a_revised_record_is_found_by_the_mdat_pass_and_stored_as_a_new_version(
-        fake: FakeEutils, tmp_path: Path) -> None:
+        fake: FakeEutils, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     settings = overrides(fake, tmp_path / "data")
-    first = nightly(as_of=AS_OF, overrides=settings)
+    with caplog.at_level("INFO"):
+        first = nightly(as_of=AS_OF, overrides=settings)
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("summaries: ")]
+    assert progress and progress[-1] == f"summaries: {first['inserted']} of {first['inserted']} (100%)"  # shown live
     old = min(fake.pmids(), key=lambda pmid: fake.record(pmid).entrez)  # entered weeks before the next window
     fake.revise(old, date(2025, 11, 5))
     later = nightly(as_of=date(2025, 11, 7), overrides=settings)

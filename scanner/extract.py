@@ -292,7 +292,12 @@ DESIGN_PATTERNS: list[tuple[str, str, str, tuple[str, ...]]] = [
                          r"outline)\s+(?:the\s+)?(?:current|recent|existing|available|evidence|literature|state)\b|"
                          r"\bPRISMA\b|\b(?:PubMed|MEDLINE|Embase|Web\s+of\s+Science|Scopus|Cochrane|CINAHL|PsycINFO)\b"
                          r"[^.]{0,120}\b(?:were|was)\s+searched\b|\bsearched\s+(?:PubMed|MEDLINE|Embase|Web\s+of\s+"
-                         r"Science|Scopus|Cochrane|the\s+literature|databases|electronic\s+databases)\b", ("abstract", "methods")),
+                         r"Science|Scopus|Cochrane|the\s+literature|databases|electronic\s+databases)\b|"
+                         # "Eight trials were included": other studies are this paper's material
+                         r"\b(?:[3-9]|\d{2,4}|three|four|five|six|seven|eight|nine|ten|eleven|twelve|\w+teen|twenty|thirty|"
+                         r"forty|fifty)\s+(?:randomi[sz]ed\s+(?:controlled\s+)?|clinical\s+|observational\s+|primary\s+)?"
+                         r"(?:trials|studies|articles|papers|RCTs|publications|reports)\s+(?:were|was)\s+(?:included|"
+                         r"identified|selected|eligible|reviewed|analy[sz]ed)\b", ("abstract", "methods")),
     ("case_definition", "strong", r"\b(?:case\s+definition|working\s+definition|diagnostic\s+criteria|consensus\s+criteria|"
                                   r"clinical\s+criteria|guidelines\s+for\s+research|approach\s+to\s+its\s+definition|"
                                   r"redefining|clinical\s+working\s+case\s+definition)\b", ("title",)),
@@ -372,6 +377,7 @@ DESIGN_GATES: dict[tuple[str, str], tuple[str, ...]] = {
     ("protocol", "strong"): ("protocol", "will be"),
     ("meta_analysis", "strong"): ("meta",),
     ("review", "strong"): ("review", "overview", "summary", "state of the art", "prisma", "searched", "this article",
+                           "were included", "were identified", "were selected", "were eligible", "were analy",
                            "this paper", "this chapter", "we discuss", "we summari", "we outline"),
     ("case_definition", "strong"): ("definition", "criteria", "guidelines", "redefining", "panel", " name"),
     ("commentary", "strong"): ("comment", "editorial", "letter", "reply", "response", "correspondence", "viewpoint",

@@ -65,7 +65,10 @@ def parse_line(line: str, number: int) -> dict[str, Any]:
     return record
 
 
-def classify_record(record: dict[str, Any], policy: Policy, extractor: Extractor) -> dict[str, Any]:
+def classify_record(record: dict[str, Any], policy: Policy, extractor: Extractor, *,
+                    require_verbatim: bool = True) -> dict[str, Any]:
+    """One output line. A quote that is not its source's substring is an internal error here, unless
+    ``require_verbatim`` is false (evaluation counts such quotes instead)."""
     text = PaperText.from_fields(title=record["title"], abstract=record.get("abstract"),
                                  methods=record.get("methods"), publication_types=record.get("publication_types"),
                                  mesh_terms=record.get("mesh_terms"), year=record.get("year"))
@@ -74,7 +77,7 @@ def classify_record(record: dict[str, Any], policy: Policy, extractor: Extractor
     for item in decision.evidence:
         if item["source"] not in TEXT_SOURCES:
             continue  # metadata cues (publication types, MeSH) are not part of the contract's sources
-        if item["quote"] not in text.source(item["source"]):
+        if require_verbatim and item["quote"] not in text.source(item["source"]):
             raise RuntimeError(f"internal error: evidence quote not found in {item['source']} of {record['id']}")
         evidence.append(item)
     return {"id": record["id"], "criteria": decision.criteria, "pem": decision.pem, "design": decision.design,

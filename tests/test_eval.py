@@ -91,3 +91,20 @@ def test_cli_eval_prints_tables(tmp_path):
     bad.write_text('{"id": "x"}\n')
     failed = CliRunner().invoke(root, ["eval", "--labels", str(bad)])
     assert failed.exit_code == 1 and "line 1: missing" in failed.output
+
+
+def test_quote_validity_counts_a_quote_that_is_not_verbatim(monkeypatch):
+    import scanner.contract as contract
+
+    real = contract.decide
+
+    def with_a_bad_quote(facts, policy):
+        decision = real(facts, policy)
+        decision.evidence.append({"label": "inclusion: fukuda_1994", "quote": "words not in the abstract",
+                                  "source": "abstract"})
+        return decision
+
+    monkeypatch.setattr(contract, "decide", with_a_bad_quote)
+    labels = load_labels(LABELS / "traps.jsonl")[:4]
+    report = evaluate(labels, load_policy(POLICY))
+    assert 0 < report.summary()["quote_validity"] < 1.0

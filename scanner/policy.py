@@ -10,6 +10,7 @@ a canonical form keeps the hash checkable with ``sha256sum``.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -230,9 +231,15 @@ def parse_policy(data: bytes, *, source: str = "<policy>") -> Policy:
         problems = []
         for item in error.errors():
             loc = tuple(item["loc"])
-            field = ".".join(str(p) for p in loc) or "(document)"
+            message = item["msg"].removeprefix("Value error, ")
+            if not loc:  # a check across fields names its field first: "ambiguous.cdc: 'x' is not a catalogue id"
+                named = re.match(r"([a-z_]+(?:\.[a-z_0-9]+)*)\b", message)
+                loc = tuple(named.group(1).split(".")) if named else ()
+                field = "(document)"
+            else:
+                field = ".".join(str(p) for p in loc)
             line = _line_for(loc, lines)
-            problems.append(f"{source}: line {line}: {field}: {item['msg']}")
+            problems.append(f"{source}: line {line}: {field}: {message}")
         raise PolicyError("\n".join(problems)) from None
     return policy.model_copy(update={"hash": hashlib.sha256(data).hexdigest(), "source": source})
 

@@ -85,6 +85,13 @@ def test_unknown_field_is_rejected_with_its_line(text):
         parse_policy(broken.encode())
 
 
+def test_a_check_across_fields_is_reported_at_the_field_it_names(text):
+    broken = text.replace("{from: 2022, id: nice_2021}", "{from: 2022, id: nice_2099}", 1)
+    line = broken.splitlines().index("  nice:") + 1
+    with pytest.raises(PolicyError, match=rf"line {line}: \(document\): ambiguous.nice: 'nice_2099' is not a catalogue id"):
+        parse_policy(broken.encode())
+
+
 def test_missing_catalogue_id_and_unquoted_version_are_errors(text):
     without_ramsay = text.replace("  - id: ramsay\n", "  - id: ramsay_typo\n", 1)
     with pytest.raises(PolicyError, match="unknown criterion id 'ramsay_typo'"):

@@ -283,10 +283,12 @@ DESIGN_PATTERNS: list[tuple[str, str, str, tuple[str, ...]]] = [
                            r"\bthis\s+protocol\b|\bwill\s+be\s+(?:randomi[sz]ed|recruited|enrolled|allocated|randomly)\b", _TA),
     ("protocol", "strong", r"\bprotocol\b", ("title",)),
     ("meta_analysis", "strong", r"\bmeta[\s-]?analy(?:sis|ses|tic)\b", _TA),
-    ("review", "strong", r"(?<!and )\breview\b|\boverview\b|\bevidence\s+summary\b|\bstate\s+of\s+the\s+art\b", ("title",)),
+    ("review", "strong", r"(?<!and )\breview\b|\boverview\b|\bevidence\s+summary\b|\bstate\s+of\s+the\s+art\b|"
+                         r"\bcritical\s+appraisal\b", ("title",)),
     ("review", "strong", r"\b(?:systematic|scoping|"
                          r"narrative|literature|umbrella|rapid|integrative|critical|comprehensive|mini)[\s-]+review\b|"
                          r"\bthis\s+review\b|\bin\s+this\s+review\b|\bwe\s+review\w*\b|\bthe\s+present\s+review\b|"
+                         r"\b(?:this|a|our)\s+critical\s+appraisal\b|"
                          r"\b(?:aims?|aimed)\s+to\s+review\b|\bthis\s+(?:article|paper|chapter)\s+(?:reviews|"
                          r"summari[sz]es|discusses|explains|chronicles|outlines)\b|\bwe\s+(?:discuss|summari[sz]e|"
                          r"outline)\s+(?:the\s+)?(?:current|recent|existing|available|evidence|literature|state)\b|"
@@ -378,6 +380,7 @@ DESIGN_GATES: dict[tuple[str, str], tuple[str, ...]] = {
     ("meta_analysis", "strong"): ("meta",),
     ("review", "strong"): ("review", "overview", "summary", "state of the art", "prisma", "searched", "this article",
                            "were included", "were identified", "were selected", "were eligible", "were analy",
+                           "appraisal",
                            "this paper", "this chapter", "we discuss", "we summari", "we outline"),
     ("case_definition", "strong"): ("definition", "criteria", "guidelines", "redefining", "panel", " name"),
     ("commentary", "strong"): ("comment", "editorial", "letter", "reply", "response", "correspondence", "viewpoint",

@@ -319,8 +319,7 @@ def load_xml(
 ) -> None:
     """Load PubMed XML files (baseline or daily update files, plain or .gz) into the store.
 
-    Only papers already stored are updated unless --all is given; a DeleteCitation marks a stored paper deleted
-    and keeps its history.
+    Only papers already stored are updated unless --all is given; a DeleteCitation marks one deleted, history kept.
     """
     settings = _settings(data_dir=data_dir)
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

@@ -122,6 +122,12 @@ SEPARATELY_AFTER = re.compile(
     r"^[^;.]{0,60}?\b(?:(?:analy[sz]ed|examined|considered|reported|assessed|studied)\s+separately|separately\s+"
     r"(?:analy[sz]ed|examined|considered|reported|assessed|studied))\b", _I)
 ALTERNATIVE_CONNECTOR = re.compile(r"\b(?:rather\s+than|instead\s+of)\b", _I)
+# other people's studies: "patients meeting the ICC had more severe symptoms in several studies"
+LITERATURE_SENTENCE = re.compile(
+    r"\b(?:in\s+(?:several|many|some|most|previous|prior|earlier|other|these|those|recent)\s+(?:studies|trials|reports|cohorts)|"
+    r"previous(?:ly)?\s+(?:studies|research|work|reports)|(?:studies|research|trials)\s+(?:have|has)\s+(?:shown|reported|found|"
+    r"suggested|used)|(?:have|has)\s+been\s+(?:shown|reported|found|described)\s+in|in\s+the\s+literature)\b", _I)
+OWN_STUDY = re.compile(r"\b(?:we|our|this\s+study|the\s+present\s+study|here)\b", _I)
 COMPARE_CONNECTOR = re.compile(
     r"\b(?:versus|vs\.?|compared\s+(?:with|to)|against|relative\s+to|in\s+contrast\s+to|rather\s+than|instead\s+of|"
     r"than)\b", _I)
@@ -739,7 +745,7 @@ class Extractor:
             if not re.search(r"\b(?:we|our|were\s+(?:diagnosed|recruited|included|enrolled|selected)|"
                              r"(?:met|fulfill?ed|satisfied|meeting|fulfill?ing))\b", left, _I):
                 return "background"
-        if not anchored:
+        if not anchored or _literature_clause(sentence, first.start - s_start):
             return "background"
         if first.key in ("cdc", "nice") and OTHER_DISEASE.search(clause_left) and not ME_CFS_TERM.search(
                 clause_left + right[:60]):
@@ -841,6 +847,14 @@ class Extractor:
                 facts.classifications.append(Classification(source=source, start=m.start(), end=m.end(),
                                                             quote=text[m.start():m.end()]))
                 return
+
+
+def _literature_clause(sentence: str, at: int) -> bool:
+    """Whether the clause around position ``at`` reports other people's studies and not this one's."""
+    start = max(sentence.rfind(";", 0, at), sentence.rfind(":", 0, at)) + 1
+    ends = [i for i in (sentence.find(";", at), sentence.find(":", at)) if i >= 0]
+    clause = sentence[start:min(ends) if ends else len(sentence)]
+    return bool(LITERATURE_SENTENCE.search(clause)) and not OWN_STUDY.search(clause)
 
 
 def _only_filler(between: str) -> bool:

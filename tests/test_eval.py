@@ -46,12 +46,12 @@ def test_confusion_matrix_counts_every_paper(dev_report):
 
 
 def test_every_trap_variant_is_read_right():
-    """Close variants of the issue's traps (tests/labels/traps.jsonl): 2 of 18 were right under scanner 1.0.0."""
+    """Close variants of the issue's traps (tests/labels/traps.jsonl): 3 of 20 were right under scanner 1.0.0."""
     labels = load_labels(LABELS / "traps.jsonl")
     assert all(row["constructed"] and row["purpose"] and row["reason"] and row["quote"] in row[row["quote_source"]]
                for row in labels)
     report = evaluate(labels, load_policy(POLICY))
-    assert report.n == 18
+    assert report.n == 20
     assert (report.pem_accuracy, report.criteria_exact) == (1.0, 1.0), report.errors
 
 

@@ -78,7 +78,9 @@ def test_extractive_run_stores_versioned_rows_and_a_rerun_writes_nothing(store):
 
 def test_llm_run_logs_every_attempt_and_its_cost(store, fake):
     fake.fail_every(4, statuses=(429, 500), retry_after=0.01)
-    settings = llm_settings(store, fake)
+    # one call at a time: every 4th request fails, so a retry never lands on a failing slot (with several in flight
+    # one paper could draw three failing slots in a row and fail, by timing alone)
+    settings = llm_settings(store, fake, llm_concurrency=1)
     counts = generate_pending(store, settings, run_id="llm", llm_options=FAST)
     assert counts["ok"] == 11 and counts["flagged"] == 1  # the paper without an abstract gets no call
     assert counts["llm_calls"] == fake.requests == rows(store, "SELECT count(*) FROM llm_calls")[0][0]

@@ -119,6 +119,7 @@ def test_model_written_summary_names_the_model_and_is_not_called_extractive(site
     doc = page(site, "30108519")
     note = one(doc, "//p[contains(@class,'provenance')]")
     assert "generated" in note.get("class") and "test-model" in squash(note)
+    assert "its methods section, when PubMed Central holds the open-access full text" in squash(note)
     assert "extracted from the paper's abstract" not in squash(doc)
 
 

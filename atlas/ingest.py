@@ -17,7 +17,7 @@ from atlas.errors import ParseError
 from atlas.pubmed.client import EutilsClient
 from atlas.pubmed.parse import Record, Source, iter_records
 from atlas.store.db import Store
-from atlas.store.papers import BatchCounts, write_batch
+from atlas.store.papers import BatchCounts, stored_pmids, write_batch
 
 WATERMARK = "pubmed:edat"
 
@@ -88,8 +88,7 @@ def load_pubmed_xml(store: Store, source: Source, *, run_id: str, known_only: bo
     part-way, the records before the damage are stored and ``ParseError`` is
     raised (a ``Deletion`` or record is never half-written).
     """
-    known = {row[0] for row in store.conn.execute("SELECT DISTINCT pmid FROM papers").fetchall()} \
-        if known_only else None
+    known = stored_pmids(store) if known_only else None
     counts = LoadCounts(stored=BatchCounts())
     batch: list[Record] = []
 

@@ -186,6 +186,11 @@ def write_batch(store: Store, items: Iterable[Paper | Deletion | BadRecord], *, 
     return counts
 
 
+def stored_pmids(store: Store) -> set[str]:
+    """Every PMID the store has held a paper for, deleted ones included."""
+    return {row[0] for row in store.conn.execute("SELECT DISTINCT pmid FROM papers").fetchall()}
+
+
 def _text(raw: bytes | str) -> str:
     """A failed record's raw bytes for the text ``paper_failures.raw`` column (valid UTF-8 comes back unchanged)."""
     return raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw

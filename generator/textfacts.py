@@ -201,11 +201,15 @@ def is_uncontrolled(text: str | None, design: str | None) -> bool:
 
 # --- instruction-like text -----------------------------------------------------
 
-_OBEY_NOT = r"(?:ignore|disregard|forget|override|bypass|skip)"
-_THEIR_RULES = (r"(?:all |any |of )?(?:the |your |my |these |those |its )?(?:previous |prior |above |earlier |preceding |"
-                r"original |system |other )?(?:instructions?|prompts?|rules|directions|guidelines|directives)")
+_OBEY_NOT = r"(?:ignore|disregard|forget|override|bypass)"
+_ORDERS = r"(?:instructions?|prompts?|rules|directions|guidelines|directives)"
 INSTRUCTION_PATTERNS: tuple[str, ...] = (
-    rf"\b{_OBEY_NOT} {_THEIR_RULES}\b",  # "ignore your instructions", "disregard the instructions above"
+    # addressed to whoever reads the text: "ignore your instructions", "disregard the previous rules",
+    # "ignore the instructions above"; not "clinicians ignore the guidelines"
+    rf"\b{_OBEY_NOT} (?:all |any )?(?:of )?(?:your|my) (?:\w+ )?{_ORDERS}\b",
+    rf"\b{_OBEY_NOT} (?:all |any )?(?:of )?(?:the |these |those )?(?:previous|prior|above|earlier|preceding|original|"
+    rf"system) {_ORDERS}\b",
+    rf"\b{_OBEY_NOT} (?:all |any )?(?:of )?(?:the |these |those )?{_ORDERS} (?:above|before|given|so far)\b",
     rf"\b{_OBEY_NOT} (?:everything|anything|all|what(?:ever)? (?:was|is) (?:said|written)) (?:above|before|previously|"
     r"so far|you (?:were|have been) told)\b",
     r"\b(?:note|message|instructions?|attention) (?:to|for) (?:any |the |all )?(?:ai|a\.i\.|llm|language model|chatbot|"

@@ -255,6 +255,8 @@ def test_real_abstracts_give_the_facts_the_checks_rely_on():
     ("We did not ignore the previous findings.", False),
     ("Results were sent as a note to the editor.", False),
     ("The model was trained on questionnaire data.", False),
+    ("Clinicians often ignore the guidelines.", False),
+    ("Patients may skip the instructions on the form.", False),
 ])
 def test_instructions_to_a_model_are_recognised_however_they_are_worded(text, instruction):
     from generator.textfacts import instruction_phrases

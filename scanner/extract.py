@@ -677,9 +677,7 @@ class Extractor:
             for member_index, m in enumerate(group.members):
                 member_left = text[(group.members[member_index - 1].end if member_index else previous_end):m.start]
                 local = text[max(s_start, m.start - 60):m.start]
-                negated = (bool(NEGATION_BEFORE.search(local)) or bool(NO_ONE_MET_BEFORE.search(local))) and (
-                    member_index == 0 or bool(NEGATION_BEFORE.search(member_left))
-                    or bool(NO_ONE_MET_BEFORE.search(member_left)))
+                negated = _negated_before(local) and (member_index == 0 or _negated_before(member_left))
                 if not negated and member_index == len(group.members) - 1:
                     negated = bool(NEGATION_AFTER.match(text[m.end:m.end + 60]))  # "the CCC was not used"
                 if negated and sentence_negation_flip:
@@ -706,8 +704,8 @@ class Extractor:
         # exclusion: "patients meeting the Oxford criteria were excluded", "exclusion criteria: ... the CCC"
         # (a negated mention in such a sentence is an inclusion rule, handled with the negation)
         excluded = EXCLUDED_AFTER.match(right)
-        if (excluded and not INCLUDED_WORD.search(excluded.group(1)) and not NEGATION_BEFORE.search(clause_left[-60:])) \
-                or (EXCLUDED_BEFORE.search(clause_left[-100:]) and not NEGATION_BEFORE.search(clause_left[-60:])):
+        if (excluded and not INCLUDED_WORD.search(excluded.group(1)) or EXCLUDED_BEFORE.search(clause_left[-100:])) \
+                and not NEGATION_BEFORE.search(clause_left[-60:]):
             return "exclusion"
         # "the Fukuda criteria rather than the CCC": the first applied, the second only named
         if g_index > 0 and ALTERNATIVE_CONNECTOR.search(left) and not PARTICIPANT_PHRASE.search(left):
@@ -849,6 +847,11 @@ class Extractor:
                 return
 
 
+def _negated_before(text: str) -> bool:
+    """A negation ending just before a name: "did not meet the", "none of the patients met the"."""
+    return bool(NEGATION_BEFORE.search(text) or NO_ONE_MET_BEFORE.search(text))
+
+
 def _literature_clause(sentence: str, at: int) -> bool:
     """Whether the clause around position ``at`` reports other people's studies and not this one's."""
     start = max(sentence.rfind(";", 0, at), sentence.rfind(":", 0, at)) + 1
@@ -895,6 +898,7 @@ def _pem_measured_near(clause: str) -> bool:
 
 
 def _pem_clause_kind(sentence: str) -> str | None:
+    """What one clause says about PEM (the rules below were written for whole sentences, hence the name)."""
     has_term = PEM_TERM.search(sentence) is not None
     cues = [m.group(0) for m in PEM_REQUIRED.finditer(sentence)] if has_term else []
     if cues and all(PEM_WEAK_REQUIRED.match(c) for c in cues) and _pem_measured_near(sentence) \

@@ -11,9 +11,10 @@ XML that does not parse completely are all ``ServiceError``, never turned
 into an empty result. Only the transient ones (429, 5xx, timeouts, dropped
 connections, bodies cut short) are retried with backoff; an HTML page, an
 in-band error, a JSON error or the wrong document is raised at once. Any
-other 4xx is ``BadRequest`` (not retried). One in-band error is bad input rather than a hiccup: NCBI's
-"'retstart' cannot be larger than 9998" is a ``BadRequest``, since retrying
-cannot help (the client splits windows so it never asks for it).
+other 4xx is ``BadRequest`` (not retried). One in-band error is bad input
+rather than a hiccup: NCBI's "'retstart' cannot be larger than 9998" is a
+``BadRequest``, since retrying cannot help (the client splits windows so it
+never asks for it).
 """
 
 from __future__ import annotations
@@ -182,10 +183,11 @@ def check_response(
         raise ServiceError(f"NCBI sent an HTML page instead of XML ({reason_text()}) for {where}", status=status,
                            transient=False)
     if body.lstrip()[:1] in (b"{", b"["):
-        if "rate limit" in reason_text().lower():  # NCBI's 429 body, whatever the status: wait and ask again
-            raise RateLimited(f"NCBI rate limit exceeded ({status_text}: {reason_text()}) for {where}",
+        said = reason_text()
+        if "rate limit" in said.lower():  # NCBI's 429 body, whatever the status: wait and ask again
+            raise RateLimited(f"NCBI rate limit exceeded ({status_text}: {said}) for {where}",
                               status=status, retry_after=parse_retry_after(retry_after))
-        raise ServiceError(f"NCBI sent a JSON error instead of XML ({reason_text()}) for {where}", status=status,
+        raise ServiceError(f"NCBI sent a JSON error instead of XML ({said}) for {where}", status=status,
                            transient=False)
     try:
         root = etree.fromstring(body, parser=_xml_parser())
